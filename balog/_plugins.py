@@ -1,0 +1,69 @@
+"""Finding engines and transports by name through entry points (stevedore)."""
+
+from __future__ import annotations
+
+import inspect
+from importlib import metadata
+from typing import Any
+
+from balog._text import clip
+from balog.exceptions import ConfigurationError, PluginLoadError, PluginNotFound
+
+ENGINES = "balog.engines"
+TRANSPORTS = "balog.transports"
+
+
+def installed(namespace: str) -> list[str]:
+    """Names registered in ``namespace``, without importing any plugin."""
+    return sorted({ep.name for ep in metadata.entry_points(group=namespace)})
+
+
+def entry_point(namespace: str, name: str) -> metadata.EntryPoint | None:
+    for ep in metadata.entry_points(group=namespace):
+        if ep.name == name:
+            return ep
+    return None
+
+
+def load(namespace: str, name: str) -> Any:
+    """Import the plugin ``name`` of ``namespace``; raise a :class:`PluginError` saying why not."""
+    from stevedore import DriverManager
+    from stevedore.exception import NoMatches
+
+    ep = entry_point(namespace, name)
+    if ep is None:
+        raise PluginNotFound(namespace, name, installed(namespace))
+    failures: list[BaseException] = []
+
+    def on_failure(manager: Any, entrypoint: Any, exc: BaseException) -> None:
+        failures.append(exc)
+
+    try:
+        manager = DriverManager(
+            namespace,
+            name,
+            invoke_on_load=False,
+            on_load_failure_callback=on_failure,
+            warn_on_missing_entrypoint=False,
+        )
+    except NoMatches as exc:
+        cause = failures[0] if failures else exc
+        package = ep.dist.name if ep.dist is not None else "unknown package"
+        raise PluginLoadError(
+            namespace, name, f"{ep.value} from {package}", clip(f"{type(cause).__name__}: {cause}")
+        ) from cause
+    return manager.driver
+
+
+def build(factory: Any, what: str, **options: Any) -> Any:
+    """Call ``factory(**options)``, turning an unknown or missing option into a clear error."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**options)
+        except TypeError as exc:
+            raise ConfigurationError(f"bad options for {what}: {exc}") from exc
+    return factory(**options)

@@ -1,0 +1,115 @@
+"""Engines run a :class:`~balog.consumers.ConsumerHub` against a backend; pick one by name.
+
+Built-in names: ``memory``, ``sqs``, ``kombu``, ``sqlite``. Third-party packages add theirs under
+the ``balog.engines`` entry point group. A name registered only as a transport still works here:
+it runs on the generic :class:`~balog.engines.base.TransportEngine`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from balog import _plugins
+from balog.consumers import ConsumerHub, ConsumerOperator
+from balog.engines.base import Backoff, Engine, EngineStats, TransportEngine
+from balog.exceptions import ConfigurationError, PluginNotFound
+
+__all__ = [
+    "DEFAULT_ENGINE",
+    "Backoff",
+    "Engine",
+    "EngineStats",
+    "TransportEngine",
+    "available",
+    "create_engine",
+    "engine_from_settings",
+]
+
+DEFAULT_ENGINE = "sqlite"
+"""The engine used when settings name none: the embedded, durable one."""
+
+
+def available() -> list[str]:
+    """Names usable with :func:`create_engine`: engines, and transports (on the generic engine)."""
+    return sorted(
+        set(_plugins.installed(_plugins.ENGINES)) | set(_plugins.installed(_plugins.TRANSPORTS))
+    )
+
+
+def create_engine(
+    engine: str | Engine,
+    *,
+    hub: ConsumerHub | None = None,
+    consumer_operator: ConsumerOperator | None = None,
+    **options: Any,
+) -> Engine:
+    """Build the engine registered as ``engine`` for ``hub``, or return an engine instance.
+
+    When ``engine`` names only a transport, the transport is built from the options that
+    :class:`~balog.engines.base.TransportEngine` does not take, and run on that engine.
+    """
+    if isinstance(engine, Engine):
+        if options or hub is not None:
+            raise ConfigurationError("an engine instance takes no further hub or options")
+        return engine
+    if not isinstance(engine, str):
+        raise ConfigurationError(f"engine must be a name or an Engine, not {engine!r}")
+    if hub is None:
+        raise ConfigurationError("create_engine needs hub=")
+    if _plugins.entry_point(_plugins.ENGINES, engine) is not None:
+        factory = _plugins.load(_plugins.ENGINES, engine)
+        return _plugins.build(  # type: ignore[no-any-return]
+            factory, f"engine {engine!r}", hub=hub, consumer_operator=consumer_operator, **options
+        )
+    if _plugins.entry_point(_plugins.TRANSPORTS, engine) is None:
+        raise PluginNotFound(_plugins.ENGINES, engine, available())
+    accepted = set(inspect.signature(TransportEngine).parameters)
+    engine_options = {k: v for k, v in options.items() if k in accepted}
+    transport_options = {k: v for k, v in options.items() if k not in accepted}
+    return TransportEngine(
+        hub,
+        consumer_operator,
+        transport=engine,
+        transport_options=transport_options,
+        **engine_options,
+    )
+
+
+def _coerce(value: Any) -> Any:
+    """Settings files hold strings; turn the obvious ones into numbers and booleans."""
+    if not isinstance(value, str):
+        return value
+    lowered = value.strip().lower()
+    if lowered in {"true", "yes", "on"}:
+        return True
+    if lowered in {"false", "no", "off"}:
+        return False
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def engine_from_settings(
+    settings: Mapping[str, Any],
+    *,
+    hub: ConsumerHub,
+    consumer_operator: ConsumerOperator | None = None,
+    prefix: str = "balog.engine",
+) -> Engine:
+    """Build an engine from a flat settings mapping, as Paste/Pyramid-style apps keep them.
+
+    ``settings[prefix]`` names the engine (default :data:`DEFAULT_ENGINE`); every
+    ``settings[prefix + ".<option>"]`` is passed as that option, strings such as ``"10"`` or
+    ``"true"`` turned into numbers and booleans::
+
+        {"balog.engine": "sqs", "balog.engine.region": "us-west-2", "balog.engine.wait": "20"}
+    """
+    name = settings.get(prefix) or DEFAULT_ENGINE
+    head = prefix + "."
+    options = {k[len(head) :]: _coerce(v) for k, v in settings.items() if k.startswith(head)}
+    return create_engine(str(name), hub=hub, consumer_operator=consumer_operator, **options)

@@ -1,0 +1,338 @@
+"""The balog event: a facility layer around an application layer, and its wire format.
+
+An event is a JSON object (UTF-8 on the wire)::
+
+    {"schema": "0.1.0",
+     "header": {"id": "...", "channel": "myapp.jobs.done",
+                "timestamp": "2026-01-01T00:00:00.000000+00:00",
+                "context": {"fqdn": "...", "application": "..."}},
+     "payload": {"cls_type": "metrics", ...}}
+
+The facility layer (``schema`` and ``header``) is checked against the JSON Schema shipped for the
+schema's major version; the application layer (``payload``) is open content, checked only when a
+JSON Schema is registered for its ``cls_type``. Validation runs compiled validators
+(fastjsonschema); jsonschema is imported only to explain a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata, resources
+from typing import Any, TypeAlias
+
+from balog._text import clip
+from balog.exceptions import (
+    ConfigurationError,
+    DecodeError,
+    EventTooDeep,
+    EventTooLarge,
+    InvalidEvent,
+    InvalidPayload,
+    UnsupportedSchemaVersion,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "FACILITY_VERSION",
+    "EventDict",
+    "SchemaRegistry",
+    "decode",
+    "default_registry",
+    "dumps",
+    "encode",
+    "loads",
+    "new_event",
+    "validate",
+]
+
+EventDict: TypeAlias = dict[str, Any]
+"""An event in its wire layout: ``event["header"]["channel"]``, ``event["payload"]["cls_type"]``."""
+
+FACILITY_VERSION = "0.1.0"
+"""The facility schema version balog writes. It stays below 1.0 until a breaking change."""
+
+DEFAULT_MAX_SIZE = 256 * 1024
+"""Largest body, in bytes, that :func:`decode` accepts by default (SQS's classic limit)."""
+
+DEFAULT_MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects that :func:`decode` accepts by default."""
+
+PAYLOAD_SCHEMA_GROUP = "balog.payload_schemas"
+"""Entry point group through which packages register payload schemas, named by cls_type."""
+
+Validator: TypeAlias = Callable[[Any], Any]
+
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_std_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_std_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def std_loads(body: bytes | str) -> Any:
+    """Parse JSON with the standard library (NaN and Infinity refused, as orjson does)."""
+    text = body.decode("utf-8") if isinstance(body, (bytes, bytearray, memoryview)) else body
+    return _std_decoder.decode(text)
+
+
+def std_dumps(obj: Any) -> bytes:
+    """Serialise to compact UTF-8 JSON with the standard library."""
+    return _std_encoder.encode(obj).encode("utf-8")
+
+
+def _pick_codec() -> tuple[Callable[[bytes | str], Any], Callable[[Any], bytes]]:
+    try:  # the `fast` extra; the standard library is the fallback
+        import orjson
+    except ImportError:  # pragma: no cover - exercised where orjson is not installed
+        return std_loads, std_dumps
+    return orjson.loads, orjson.dumps
+
+
+loads, dumps = _pick_codec()
+"""``loads(body)`` parses JSON and ``dumps(obj)`` writes compact UTF-8 JSON bytes: orjson when it is
+installed (the ``fast`` extra), the standard library otherwise."""
+
+
+def _load_schema(filename: str) -> dict[str, Any]:
+    text = resources.files("balog.schemas").joinpath(filename).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _compile(schema: Mapping[str, Any]) -> Validator:
+    import fastjsonschema
+
+    try:
+        compiled: Validator = fastjsonschema.compile(dict(schema))
+        return compiled
+    except fastjsonschema.JsonSchemaDefinitionException as exc:
+        raise ConfigurationError(f"invalid JSON Schema: {clip(str(exc))}") from exc
+
+
+def _explain(schema: Mapping[str, Any], instance: Any, prefix: str) -> tuple[str, str | None]:
+    """Return (message, field) for the most relevant reason ``instance`` fails ``schema``."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is None:  # the compiled validator and jsonschema disagree; say so plainly
+        return "rejected by the compiled validator", prefix or None
+    parts = [prefix] if prefix else []
+    parts.extend(str(p) for p in error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        if missing:
+            parts.append(str(missing[0]))
+            return "required field is missing", ".".join(parts)
+    field = ".".join(parts) or None
+    return clip(error.message), field
+
+
+@functools.lru_cache(maxsize=256)
+def _major(version: str) -> int | None:
+    head = version.split(".", 1)[0]
+    if not head.isdigit() or len(head) > 9:
+        return None
+    return int(head)
+
+
+class SchemaRegistry:
+    """The facility schemas by major version and the payload schemas by ``cls_type``.
+
+    Compiled validators are cached per schema. Payload schemas come from :meth:`register` and from
+    the ``balog.payload_schemas`` entry point group (an entry point named by the cls_type that
+    resolves to a schema mapping, or to a callable returning one), loaded on first use.
+    """
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self._facility: dict[int, dict[str, Any]] = {0: _load_schema("facility-0.json")}
+        self._payload: dict[str, dict[str, Any]] = {
+            "log": _load_schema("payload-log.json"),
+            "metrics": _load_schema("payload-metrics.json"),
+        }
+        self._compiled: dict[tuple[str, str | int], Validator] = {}
+        self._load_entry_points = load_entry_points
+        self._entry_points_loaded = not load_entry_points
+
+    @property
+    def supported_majors(self) -> tuple[int, ...]:
+        return tuple(sorted(self._facility))
+
+    def register(self, cls_type: str, schema: Mapping[str, Any]) -> None:
+        """Validate payloads of ``cls_type`` against ``schema`` (a JSON Schema, draft 7)."""
+        compiled = _compile(schema)
+        self._payload[cls_type] = dict(schema)
+        self._compiled[("payload", cls_type)] = compiled
+
+    def unregister(self, cls_type: str) -> None:
+        self._payload.pop(cls_type, None)
+        self._compiled.pop(("payload", cls_type), None)
+
+    def payload_schema(self, cls_type: str) -> dict[str, Any] | None:
+        self._ensure_entry_points()
+        return self._payload.get(cls_type)
+
+    def facility_schema(self, major: int) -> dict[str, Any] | None:
+        return self._facility.get(major)
+
+    @property
+    def payload_types(self) -> tuple[str, ...]:
+        self._ensure_entry_points()
+        return tuple(sorted(self._payload))
+
+    def _ensure_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=PAYLOAD_SCHEMA_GROUP):
+            try:
+                obj = ep.load()
+                schema = obj() if callable(obj) else obj
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"payload schema entry point {ep.name!r} ({ep.value}) failed to load: "
+                    f"{clip(str(exc))}"
+                ) from exc
+            if ep.name not in self._payload:
+                self.register(ep.name, schema)
+
+    def _validator(self, kind: str, key: str | int, schema: Mapping[str, Any]) -> Validator:
+        compiled = self._compiled.get((kind, key))
+        if compiled is None:
+            compiled = self._compiled[(kind, key)] = _compile(schema)
+        return compiled
+
+    def validate(self, event: Any) -> None:
+        """Raise an :class:`~balog.exceptions.InvalidEvent` if ``event`` is not a valid event."""
+        import fastjsonschema
+
+        if not isinstance(event, dict):
+            raise DecodeError("not a JSON object")
+        version = event.get("schema")
+        if not isinstance(version, str):
+            raise InvalidEvent("missing or not a string", field="schema")
+        major = _major(version)
+        facility = None if major is None else self._facility.get(major)
+        if facility is None:
+            supported = ", ".join(f"{m}.x" for m in self.supported_majors)
+            raise UnsupportedSchemaVersion(
+                f"version {clip(version, 40)!r} is not supported (balog reads {supported})",
+                field="schema",
+            )
+        try:
+            self._validator("facility", major, facility)(event)  # type: ignore[arg-type]
+        except fastjsonschema.JsonSchemaException as exc:
+            message, field = _explain(facility, event, "")
+            raise InvalidEvent(message, field=field) from exc
+        payload = event["payload"]
+        schema = self.payload_schema(payload["cls_type"])
+        if schema is None:
+            return
+        try:
+            self._validator("payload", payload["cls_type"], schema)(payload)
+        except fastjsonschema.JsonSchemaException as exc:
+            message, field = _explain(schema, payload, "payload")
+            raise InvalidPayload(message, field=field) from exc
+
+
+default_registry = SchemaRegistry()
+"""The process-wide registry used when none is given. Tests may replace schemas on it, and undo
+that with :meth:`SchemaRegistry.unregister`."""
+
+
+def new_event(
+    channel: str,
+    payload: Mapping[str, Any],
+    *,
+    context: Mapping[str, Any] | None = None,
+    id: str | None = None,  # noqa: A002 - the field is called id on the wire
+    timestamp: datetime | str | None = None,
+) -> EventDict:
+    """Build an event of the current facility version around ``payload``."""
+    if timestamp is None:
+        stamp = datetime.now(timezone.utc).isoformat()
+    elif isinstance(timestamp, datetime):
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=timezone.utc)
+        stamp = timestamp.astimezone(timezone.utc).isoformat()
+    else:
+        stamp = timestamp
+    return {
+        "schema": FACILITY_VERSION,
+        "header": {
+            "id": id or uuid.uuid4().hex,
+            "channel": channel,
+            "timestamp": stamp,
+            "context": dict(context) if context else {},
+        },
+        "payload": dict(payload),
+    }
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    """Serialise an event to its UTF-8 JSON wire form (no validation)."""
+    return dumps(event)
+
+
+def validate(event: Any, registry: SchemaRegistry | None = None) -> None:
+    """Check ``event`` against the facility schema and its payload schema, if registered."""
+    (registry or default_registry).validate(event)
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return False
+
+
+def decode(
+    body: bytes | str,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    registry: SchemaRegistry | None = None,
+) -> EventDict:
+    """Parse and validate a wire body; raise a specific :class:`~balog.exceptions.EventError`.
+
+    Checks, in order: size, UTF-8, JSON, object, nesting depth, facility schema (by major
+    version), payload schema (by cls_type, when registered).
+    """
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if len(body) > max_size:
+        raise EventTooLarge(f"body of {len(body)} bytes exceeds the limit of {max_size} bytes")
+    try:
+        event = loads(body)
+    except RecursionError as exc:
+        raise EventTooDeep(f"nesting deeper than the limit of {max_depth}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not valid UTF-8 (byte {exc.start})") from exc
+    except ValueError as exc:  # JSONDecodeError, int digit limit, NaN/Infinity
+        text = str(exc)
+        if "recursion" in text.lower():
+            raise EventTooDeep(f"nesting deeper than the limit of {max_depth}") from exc
+        if "utf-8" in text.lower():
+            raise DecodeError("not valid UTF-8") from exc
+        raise DecodeError(f"not valid JSON: {clip(text, 120)}") from exc
+    if not isinstance(event, dict):
+        raise DecodeError(f"not a JSON object (got {type(event).__name__})")
+    # Counting brackets is cheap and bounds the depth, so most bodies skip the walk.
+    if body.count(b"[") + body.count(b"{") > max_depth and _depth_exceeds(event, max_depth):
+        raise EventTooDeep(f"nesting deeper than the limit of {max_depth}")
+    (registry or default_registry).validate(event)
+    return event

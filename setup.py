@@ -1,0 +1,58 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+extras = {
+    "sqs": ["boto3>=1.28"],
+    "kombu": ["kombu>=5.3", "redis>=4.5"],
+    "fast": ["orjson>=3.9"],
+    "test": [
+        "pytest>=7.4",
+        "hypothesis>=6.80",
+        "moto[server]>=5.0",
+        "ruff>=0.5",
+        "mypy>=1.8",
+        "boto3-stubs[sqs]>=1.28",
+        "types-jsonschema",
+    ],
+}
+extras["all"] = sorted({req for name in ("sqs", "kombu", "fast") for req in extras[name]})
+
+setup(
+    name="balog",
+    version="0.1.0.dev0",
+    description="Structured event logging and event consumption over pluggable transports",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["balog", "balog.*"]),
+    package_data={"balog": ["py.typed", "schemas/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "jsonschema>=4.17",
+        "fastjsonschema>=2.18",
+        "packaging>=23.0",
+        "stevedore>=5.0",
+    ],
+    extras_require=extras,
+    entry_points={
+        "balog.engines": [
+            "memory = balog.engines.memory:MemoryEngine",
+            "sqs = balog.engines.sqs:SQSEngine",
+            "kombu = balog.engines.kombu:KombuEngine",
+            "sqlite = balog.engines.sqlite:SQLiteEngine",
+        ],
+        "balog.transports": [
+            "memory = balog.transports.memory:MemoryTransport",
+            "sqs = balog.transports.sqs:SQSTransport",
+            "kombu = balog.transports.kombu:KombuTransport",
+            "sqlite = balog.transports.sqlite:SQLiteTransport",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Logging",
+        "Typing :: Typed",
+    ],
+)
