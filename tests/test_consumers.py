@@ -116,7 +116,9 @@ def test_scan_by_name_with_ignore() -> None:
     assert {c.func.__name__ for c in hub2} == {"process_logs", "process_future_metrics"}
 
 
-def test_scan_surfaces_import_errors(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_surfaces_import_errors(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A module that fails to import makes scan fail with that module's own error."""
     pkg = tmp_path / "brokenapp"  # type: ignore[operator]
     pkg.mkdir()

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from packaging.version import Version
 
 from balog import events
 from balog.events import FACILITY_VERSION, SchemaRegistry, decode, encode, new_event
@@ -18,7 +19,6 @@ from balog.exceptions import (
     InvalidPayload,
     UnsupportedSchemaVersion,
 )
-from packaging.version import Version
 
 METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 123}]}
 

@@ -1,5 +1,4 @@
 from balog.consumers import consumer_config
-
 from seedapp import RECEIVED
 
 

@@ -1,5 +1,4 @@
 from balog.consumers import consumer_config
-
 from seedapp import RECEIVED
 from seedapp.consumers.metrics import process_metrics  # noqa: F401 - re-import is not a declaration
 
