@@ -14,48 +14,56 @@ import balog.transports
 
 def test_top_level_exports() -> None:
     """balog's top-level names."""
-    assert sorted(balog.__all__) == [
-        "FACILITY_VERSION",
-        "BalogLogger",
-        "EventDict",
-        "EventFormatter",
-        "EventHandler",
-        "__version__",
-        "configure",
-        "flush",
-        "get_logger",
-    ]
+    assert sorted(balog.__all__) == sorted(
+        [
+            "FACILITY_VERSION",
+            "BalogLogger",
+            "EventDict",
+            "EventFormatter",
+            "EventHandler",
+            "__version__",
+            "configure",
+            "flush",
+            "get_logger",
+        ]
+    )
     for name in balog.__all__:
         assert hasattr(balog, name), name
 
 
 def test_subpackage_exports() -> None:
     """The consumers, engines and transports packages' names."""
-    assert sorted(balog.consumers.__all__) == [
-        "Consumer",
-        "ConsumerHub",
-        "ConsumerOperator",
-        "DefaultConsumerOperator",
-        "consumer_config",
-    ]
-    assert sorted(balog.engines.__all__) == [
-        "DEFAULT_ENGINE",
-        "Backoff",
-        "Engine",
-        "EngineStats",
-        "TransportEngine",
-        "available",
-        "create_engine",
-        "engine_from_settings",
-    ]
-    assert sorted(balog.transports.__all__) == [
-        "Capabilities",
-        "DeadLetter",
-        "Delivery",
-        "Transport",
-        "available",
-        "create_transport",
-    ]
+    assert sorted(balog.consumers.__all__) == sorted(
+        [
+            "Consumer",
+            "ConsumerHub",
+            "ConsumerOperator",
+            "DefaultConsumerOperator",
+            "consumer_config",
+        ]
+    )
+    assert sorted(balog.engines.__all__) == sorted(
+        [
+            "DEFAULT_ENGINE",
+            "Backoff",
+            "Engine",
+            "EngineStats",
+            "TransportEngine",
+            "available",
+            "create_engine",
+            "engine_from_settings",
+        ]
+    )
+    assert sorted(balog.transports.__all__) == sorted(
+        [
+            "Capabilities",
+            "DeadLetter",
+            "Delivery",
+            "Transport",
+            "available",
+            "create_transport",
+        ]
+    )
 
 
 def test_every_exception_derives_from_balog_error() -> None:
