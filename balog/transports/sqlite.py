@@ -22,6 +22,7 @@ backing off to ``max_poll_interval`` while the topic stays empty.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -64,6 +65,8 @@ DEFAULT_MAX_BODY_SIZE = 256 * 1024
 DEFAULT_LEASE = 30.0
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("balog.transports.sqlite")
 
 _SCHEMA = (
     """
@@ -185,6 +188,7 @@ class SQLiteTransport(Transport):
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
         self._schema_ready = False
+        self._warned_journal = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -217,20 +221,31 @@ class SQLiteTransport(Transport):
             raise _translate(exc, "open", self.path) from exc
         try:
             self._retry("open", lambda: self._configure(conn))
+            if not self._schema_ready:
+                self._write("create tables", self._create_schema, conn=conn)
+                self._schema_ready = True
         except BaseException:
             conn.close()
             raise
-        self._local.conn = conn
         with self._lock:
-            self._connections.append(conn)
-        if not self._schema_ready:
-            self._write("create tables", self._create_schema, conn=conn)
-            self._schema_ready = True
+            registered = not self._closed  # close() may have run while this thread connected
+            if registered:
+                self._connections.append(conn)
+        if not registered:
+            conn.close()
+            raise TransportError("the sqlite transport is closed")
+        self._local.conn = conn
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal" and not self._warned_journal:
+            # Still correct, but readers and the writer now block each other.
+            self._warned_journal = True
+            logger.warning(
+                "sqlite database %r could not use WAL mode (journal mode is %s)", self.path, mode
+            )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     @staticmethod
