@@ -29,6 +29,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -124,6 +125,27 @@ def _translate(exc: sqlite3.Error, action: str, path: str) -> TransportError:
     return TransportError(f"sqlite {action} on {path!r} failed: {detail}")
 
 
+class _Slot:
+    """A thread's connection, held in thread-local storage."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+def _thread_ended(ref: weakref.ref[SQLiteTransport], conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() != pid:
+        return  # a forked child dropping its parent's slots: never close the parent's connection
+    transport = ref()
+    if transport is not None:
+        transport._forget(conn)
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
+
+
 class SQLiteTransport(Transport):
     """A :class:`~balog.transports.base.Transport` on a SQLite database file.
 
@@ -208,9 +230,9 @@ class SQLiteTransport(Transport):
                     self._connections = []
                     self._local = threading.local()
                     self._schema_ready = False
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot.conn
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -235,7 +257,11 @@ class SQLiteTransport(Transport):
         if not registered:
             conn.close()
             raise TransportError("the sqlite transport is closed")
-        self._local.conn = conn
+        slot = _Slot(conn)
+        # When the thread ends, its thread-local slot goes, and the connection is closed with it.
+        finalizer = weakref.finalize(slot, _thread_ended, weakref.ref(self), conn, os.getpid())
+        finalizer.atexit = False
+        self._local.slot = slot
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
@@ -588,6 +614,11 @@ class SQLiteTransport(Transport):
             return int(conn.execute(sql, params).fetchone()[0])
 
         return self._read("count", count)
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
 
     def close(self) -> None:
         """Close every connection this transport opened. Idempotent."""
