@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import create_engine, engine_from_settings
 from balog.engines.base import Backoff
 from balog.engines.sqlite import SQLiteEngine
 from balog.events import encode, new_event
+from balog.exceptions import ConfigurationError
 from balog.transports.sqlite import SQLiteTransport
 
 
@@ -197,3 +200,10 @@ def test_producer_logger_to_engine(tmp_path: Path, unique_name: str) -> None:
     with SQLiteEngine(hub, path=path) as engine:
         engine.drain(timeout=10.0)
     assert [e["header"]["channel"] for e in got] == ["tests.sqlite.done"]
+
+
+def test_engine_refuses_a_transport_option(tmp_path: Path) -> None:
+    """SQLiteEngine builds its transport from path/url; a transport= option is a clear error."""
+    hub = ConsumerHub([Consumer(lambda ev: None, "t")])
+    with pytest.raises(ConfigurationError, match="path= or url="):
+        SQLiteEngine(hub, path=tmp_path / "x.sqlite3", transport="memory")
