@@ -22,6 +22,7 @@ while the topic stays empty.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -547,20 +548,21 @@ class SQLiteTransport(Transport):
         return found
 
     def replay_dead_letters(self, topic: str, *, limit: int | None = None) -> int:
-        """Put ``topic``'s available dead letters back on ``topic`` as new messages, atomically.
+        """Put ``topic``'s available dead letters back on ``topic`` as new messages.
 
         Each goes to the back of the queue with a receive count of zero and without the
-        dead-letter headers; its other headers stay.
+        dead-letter headers; its other headers stay. Each moves inside a transaction (of up to
+        500 messages), so none is lost or duplicated, whatever happens to the process.
         """
         name = self.dead_letter_topic(topic)
         dead_headers = {REASON_HEADER, SOURCE_TOPIC_HEADER, ATTEMPTS_HEADER}
 
-        def move(conn: sqlite3.Connection) -> int:
+        def move(conn: sqlite3.Connection, count: int) -> int:
             now = time.time()
             rows = conn.execute(
                 "SELECT id, body, headers FROM balog_messages "
                 "WHERE topic = ? AND visible_after <= ? ORDER BY id LIMIT ?",
-                (name, now, -1 if limit is None else limit),
+                (name, now, count),
             ).fetchall()
             for row_id, body, raw in rows:
                 old = json.loads(raw) if raw else {}
@@ -574,7 +576,14 @@ class SQLiteTransport(Transport):
                 conn.execute("DELETE FROM balog_messages WHERE id = ?", (row_id,))
             return len(rows)
 
-        return self._write("replay dead letters", move)
+        moved = 0
+        while limit is None or moved < limit:
+            chunk = 500 if limit is None else min(500, limit - moved)
+            done = self._write("replay dead letters", functools.partial(move, count=chunk))
+            moved += done
+            if done < chunk:
+                break
+        return moved
 
     def purge(self, topic: str) -> int:
         """Delete every message available now on ``topic`` (leased ones stay); return how many."""
