@@ -133,14 +133,14 @@ def test_lease_keeper_prevents_redelivery_of_slow_work(tmp_path: Path, unique_na
 
     def slow(ev: dict[str, Any]) -> None:
         calls.append(threading.current_thread().name)
-        release.wait(3.0)
+        release.wait(10.0)
 
     path = tmp_path / "slow.sqlite3"
     engines = [
         SQLiteEngine(
             ConsumerHub([Consumer(slow, unique_name)]),
             path=path,
-            lease=0.4,
+            lease=1.0,
             wait=0.1,
             handle_signals=False,
         )
@@ -152,7 +152,7 @@ def test_lease_keeper_prevents_redelivery_of_slow_work(tmp_path: Path, unique_na
     try:
         engines[0].transport.send(unique_name, [event(1)])
         assert wait_for(lambda: len(calls) >= 1)
-        time.sleep(1.2)  # three leases long: expiry would have redelivered by now
+        time.sleep(2.5)  # two and a half leases: expiry would have redelivered by now
         release.set()
         assert wait_for(lambda: engines[0].transport.size(unique_name) == 0)
     finally:
