@@ -44,7 +44,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from balog.exceptions import ConfigurationError
 
@@ -135,17 +135,19 @@ def mask_url(url: str) -> str:
         # Unparseable: keep the scheme, hide everything up to the last "@".
         _, at, tail = url.rpartition("@")
         return f"{MASK}@{tail}" if at else url
-    netloc = parts.netloc
+    # Edit the text in place rather than re-assembling it: urlunsplit() would turn
+    # "sqlite:///file" into "sqlite:/file".
+    masked = url
     if password is not None:
-        userinfo, _, hostinfo = netloc.rpartition("@")
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
+        masked = masked.replace(f"//{parts.netloc}", f"//{user}:{MASK}@{hostinfo}", 1)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
         if any(_is_secret_name(k) for k, _ in pairs):
             query = urlencode([(k, MASK if _is_secret_name(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+            masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
 
 
 def mask_option(name: str, value: Any) -> Any:

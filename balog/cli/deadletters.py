@@ -11,14 +11,14 @@ from balog.cli._common import config_from_args, make_transport, setup_logging
 from balog.exceptions import ConfigurationError
 
 
-def _about(body: bytes) -> dict[str, Any]:
-    """What can be told of a body that may not even be JSON."""
+def _about(body: bytes) -> dict[str, Any] | None:
+    """What can be told of a body that may not even be JSON (``None``: it is not)."""
     from balog.events import std_loads
 
     try:
         event = std_loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return {}
+        return None
     if not isinstance(event, dict):
         return {}
     header = event.get("header") if isinstance(event.get("header"), dict) else {}
@@ -59,9 +59,12 @@ def run_dead_letters(args: argparse.Namespace) -> int:
             print(f"{len(letters)} dead letter(s) on {args.topic}")
             for d in letters:
                 about = _about(d.body)
-                described = "  ".join(f"{k} {clip(v, 80)}" for k, v in about.items())
-                if not about:
-                    described = f"body of {len(d.body)} bytes, not a JSON event"
+                if about is None:
+                    described = f"body of {len(d.body)} bytes, not JSON"
+                elif not about:
+                    described = f"body of {len(d.body)} bytes, no channel or cls_type"
+                else:
+                    described = "  ".join(f"{k} {clip(v, 80)}" for k, v in about.items())
                 print(f"- {clip(d.message_id, 80)}  received {d.receive_count}x  {described}")
                 print(f"    reason: {clip(d.reason, 300)}")
             return 0
