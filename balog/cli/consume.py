@@ -92,9 +92,13 @@ def _consume(args: argparse.Namespace, stop_requested: threading.Event) -> int:
     if not len(hub):
         raise ConfigurationError(f"no consumers found in {', '.join(args.packages)}")
     operator = build_operator(config)
-    engine = create_engine(
-        config.engine, hub=hub, consumer_operator=operator, **config.engine_options()
-    )
+    try:
+        engine = create_engine(
+            config.engine, hub=hub, consumer_operator=operator, **config.engine_options()
+        )
+    except TypeError as exc:
+        # An engine taking **options passes them down; the base then refuses an unknown one.
+        raise ConfigurationError(f"bad options for engine {config.engine!r}: {exc}") from exc
     stats = getattr(engine, "stats", None)
     routes = hub.by_topic(operator)
     print(

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -18,12 +19,22 @@ from balog.exceptions import ConfigurationError, EventError, PluginError, Plugin
 
 
 def _capabilities(obj: Any) -> dict[str, Any] | None:
-    from balog.transports.base import Capabilities
+    """The capabilities a transport class declares, or ``None`` when they are set per instance.
 
-    caps = getattr(obj, "capabilities", None)
-    if not isinstance(caps, Capabilities):
+    Building a transport just to read them could create files or open connections, so only what
+    the class itself (or a base other than :class:`Transport`) declares is shown.
+    """
+    from balog.transports.base import Capabilities, Transport
+
+    if not isinstance(obj, type):
         return None
-    return dataclasses.asdict(caps)
+    for klass in obj.__mro__:
+        if klass is Transport:
+            return None
+        caps = vars(klass).get("capabilities")
+        if isinstance(caps, Capabilities):
+            return dataclasses.asdict(caps)
+    return None
 
 
 def _describe_caps(caps: dict[str, Any] | None) -> str:
@@ -36,9 +47,14 @@ def _describe_caps(caps: dict[str, Any] | None) -> str:
     return text
 
 
+_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]*\.)?([\w]+)`")
+
+
 def _summary_line(obj: Any) -> str:
+    """The first line of the plugin's docstring, reST roles reduced to their last name."""
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    first = doc.splitlines()[0] if doc else ""
+    return _ROLE.sub(r"\1", first).replace("``", "")
 
 
 def plugin_table() -> list[dict[str, Any]]:
@@ -93,8 +109,11 @@ def run_plugins(args: argparse.Namespace) -> int:
             package = f"{r['package']} {r['version']}" if r["package"] else "unknown package"
             head = f"  {r['name']:<{width}}  {package}  {r['target']}"
             if r["status"] == "ok":
-                caps = _describe_caps(r.get("capabilities"))
-                print(head + (f"\n  {'':<{width}}  capabilities: {caps}" if caps else ""))
+                caps = _describe_caps(r.get("capabilities")) or "set when built (see its docs)"
+                print(head)
+                if r.get("summary"):
+                    print(f"  {'':<{width}}  {clip(r['summary'], 200)}")
+                print(f"  {'':<{width}}  capabilities: {caps}")
             else:
                 print(f"{head}\n  {'':<{width}}  FAILED TO LOAD: {clip(r['reason'], 300)}")
     return 0

@@ -35,7 +35,7 @@ def test_specifiers_become_version_ranges(version: Any, expected: str) -> None:
 
 def test_readable_domain_is_each_supported_major() -> None:
     """balog reads every version of its supported majors."""
-    assert ">=0.0,<1.0 or >=2.0,<3.0" == format_ranges(domain([0, 2]))
+    assert format_ranges(domain([0, 2])) == ">=0.0,<1.0 or >=2.0,<3.0"
 
 
 def test_overlap_is_reported_with_the_shared_versions() -> None:
@@ -46,8 +46,8 @@ def test_overlap_is_reported_with_the_shared_versions() -> None:
         _consumer("c", "other", "metrics", "<1.0"),
     ]
     overlaps = [f for f in analyse(consumers) if f.kind == "overlap"]
-    assert [("t", "metrics", ">=0.3,<0.5", ("a", "b"))] == [
-        (f.topic, f.cls_type, f.versions, f.consumers) for f in overlaps
+    assert [(f.topic, f.cls_type, f.versions, f.consumers) for f in overlaps] == [
+        ("t", "metrics", ">=0.3,<0.5", ("a", "b"))
     ]
 
 
@@ -55,7 +55,7 @@ def test_consumer_without_cls_type_overlaps_every_cls_type() -> None:
     """A consumer declared without a cls_type takes them all, so it overlaps a specific one."""
     consumers = [_consumer("all", "t", None, "<1.0"), _consumer("m", "t", "metrics", "<1.0")]
     overlaps = [(f.cls_type, f.consumers) for f in analyse(consumers) if f.kind == "overlap"]
-    assert [("metrics", ("all", "m"))] == overlaps
+    assert overlaps == [("metrics", ("all", "m"))]
 
 
 def test_gap_is_reported_and_the_current_version_called_out() -> None:
@@ -65,7 +65,7 @@ def test_gap_is_reported_and_the_current_version_called_out() -> None:
         _consumer("new", "t", "metrics", ">=0.2,<1.0"),
     ]
     gaps = [f for f in analyse(consumers, current="0.1.0") if f.kind == "gap"]
-    assert [(">=0.1,<0.2", "t", "metrics")] == [(f.versions, f.topic, f.cls_type) for f in gaps]
+    assert [(f.versions, f.topic, f.cls_type) for f in gaps] == [(">=0.1,<0.2", "t", "metrics")]
     assert "including 0.1.0, the version balog produces today" in gaps[0].message
 
 
@@ -76,14 +76,14 @@ def test_full_coverage_without_overlap_has_no_findings() -> None:
         _consumer("new", "t", "metrics", ">=0.1,<1.0"),
         _consumer("logs", "t", "log", None),
     ]
-    assert [] == analyse(consumers)
+    assert analyse(consumers) == []
 
 
 def test_consumer_of_unreadable_versions_is_unreachable() -> None:
     """A consumer whose range holds no version balog reads can never run."""
     findings = analyse([_consumer("future", "t", "metrics", ">=1.0")])
-    assert ["unreachable", "gap"] == [f.kind for f in findings]
-    assert ">=0.0,<1.0" == findings[1].versions
+    assert [f.kind for f in findings] == ["unreachable", "gap"]
+    assert findings[1].versions == ">=0.0,<1.0"
 
 
 def test_catalog_groups_consumers_by_operator_topic() -> None:
@@ -97,7 +97,7 @@ def test_catalog_groups_consumers_by_operator_topic() -> None:
             return None
 
     listed = catalog([_consumer("m", "events-{env}", "metrics", "<1.0")], Operator())
-    assert {
+    assert listed == {
         "events-prod": [
             {
                 "name": "m",
@@ -107,10 +107,10 @@ def test_catalog_groups_consumers_by_operator_topic() -> None:
                 "versions": "<1.0",
             }
         ]
-    } == listed
+    }
 
 
 def test_intersection_of_point_and_open_range() -> None:
     """An excluded point splits a range; intersecting with that point leaves nothing."""
-    assert [] == intersect(ranges_of("!=0.5"), ranges_of("==0.5"))
-    assert "==0.5" == format_ranges(intersect(ranges_of("<=0.5"), ranges_of(">=0.5")))
+    assert intersect(ranges_of("!=0.5"), ranges_of("==0.5")) == []
+    assert format_ranges(intersect(ranges_of("<=0.5"), ranges_of(">=0.5"))) == "==0.5"

@@ -57,22 +57,22 @@ def ini_file(tmp_path: Path) -> Path:
 def test_defaults_use_the_default_engine() -> None:
     """With no file, variables or arguments the engine is balog's default (sqlite)."""
     config = load_config(environ={})
-    assert "sqlite" == DEFAULT_ENGINE
-    assert DEFAULT_ENGINE == config.engine
-    assert "default" == config.sources["engine"]
-    assert {} == config.options
+    assert DEFAULT_ENGINE == "sqlite"
+    assert config.engine == DEFAULT_ENGINE
+    assert config.sources["engine"] == "default"
+    assert config.options == {}
     assert config.url is None
 
 
 def test_toml_file_sets_engine_options_and_flat_settings(toml_file: Path) -> None:
     """A TOML file's [balog] table sets the engine and options; every key becomes a setting."""
     config = load_config(file=str(toml_file), environ={})
-    assert "kombu" == config.engine
-    assert "amqp://worker:hunter2@127.0.0.1:5672//" == config.url
-    assert 3 == config.concurrency
-    assert {"wait": 5, "lease": 60} == config.options
-    assert "prod" == config.settings["api.sqs.queue_env"]
-    assert "myapp.ops:make" == config.operator
+    assert config.engine == "kombu"
+    assert config.url == "amqp://worker:hunter2@127.0.0.1:5672//"
+    assert config.concurrency == 3
+    assert config.options == {"wait": 5, "lease": 60}
+    assert config.settings["api.sqs.queue_env"] == "prod"
+    assert config.operator == "myapp.ops:make"
     expected = {"wait": 5, "lease": 60, "url": config.url, "concurrency": 3}
     assert expected == config.engine_options()
 
@@ -80,18 +80,18 @@ def test_toml_file_sets_engine_options_and_flat_settings(toml_file: Path) -> Non
 def test_ini_file_reads_paste_style_flat_keys(ini_file: Path) -> None:
     """INI [app:main] keys balog.engine(.option) work as in Pyramid settings; %(here)s expands."""
     config = load_config(file=str(ini_file), environ={})
-    assert "sqs" == config.engine
-    assert {"region": "us-west-2", "wait": 20, "visible": True} == config.options
-    assert "https://user:p%40ss@sqs.example.com/q" == config.url
-    assert "develop" == config.settings["api.sqs.queue_env"]
+    assert config.engine == "sqs"
+    assert config.options == {"region": "us-west-2", "wait": 20, "visible": True}
+    assert config.url == "https://user:p%40ss@sqs.example.com/q"
+    assert config.settings["api.sqs.queue_env"] == "develop"
     assert str(ini_file.parent / "data") == config.settings["data_dir"]
 
 
 def test_ini_section_can_be_named(ini_file: Path) -> None:
     """FILE#SECTION reads that section of an INI file."""
     config = load_config(file=f"{ini_file}#worker", environ={})
-    assert "memory" == config.engine
-    assert {} == config.options
+    assert config.engine == "memory"
+    assert config.options == {}
 
 
 def test_environment_overrides_file_and_command_line_overrides_both(toml_file: Path) -> None:
@@ -108,14 +108,14 @@ def test_environment_overrides_file_and_command_line_overrides_both(toml_file: P
         values={"engine": "memory", "url": None},
         options=["region=us-east-2", "batch_size=4"],
     )
-    assert "memory" == config.engine
-    assert "command line" == config.sources["engine"]
+    assert config.engine == "memory"
+    assert config.sources["engine"] == "command line"
     # url: only the file sets it.
-    assert "amqp://worker:hunter2@127.0.0.1:5672//" == config.url
+    assert config.url == "amqp://worker:hunter2@127.0.0.1:5672//"
     assert f"file {toml_file}" == config.sources["url"]
-    assert {"wait": 7, "lease": 60, "region": "us-east-2", "batch_size": 4} == config.options
-    assert "environment BALOG_OPTION_WAIT" == config.sources["option:wait"]
-    assert "command line" == config.sources["option:region"]
+    assert config.options == {"wait": 7, "lease": 60, "region": "us-east-2", "batch_size": 4}
+    assert config.sources["option:wait"] == "environment BALOG_OPTION_WAIT"
+    assert config.sources["option:region"] == "command line"
     assert f"file {toml_file}" == config.sources["option:lease"]
 
 
@@ -124,9 +124,9 @@ def test_effective_balog_keys_reach_the_operator_settings(toml_file: Path) -> No
     config = load_config(
         file=str(toml_file), environ={"BALOG_ENGINE": "memory"}, settings=["demo.env=ci"]
     )
-    assert "memory" == config.settings["balog.engine"]
-    assert "ci" == config.settings["demo.env"]
-    assert "prod" == config.settings["api.sqs.queue_env"]
+    assert config.settings["balog.engine"] == "memory"
+    assert config.settings["demo.env"] == "ci"
+    assert config.settings["api.sqs.queue_env"] == "prod"
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,10 @@ def test_effective_balog_keys_reach_the_operator_settings(toml_file: Path) -> No
         ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:**@127.0.0.1:5672//"),
         ("redis://:s3cret@localhost:6379/0", "redis://:**@localhost:6379/0"),
         ("sqlite:///var/lib/events.db", "sqlite:///var/lib/events.db"),
-        ("https://sqs.example.com/q?token=abc&region=x", "https://sqs.example.com/q?token=**&region=x"),
+        (
+            "https://sqs.example.com/q?token=abc&region=x",
+            "https://sqs.example.com/q?token=**&region=x",
+        ),
         ("not a url", "not a url"),
     ],
 )
@@ -146,10 +149,10 @@ def test_mask_url_hides_passwords(url: str, expected: str) -> None:
 
 def test_mask_option_hides_secret_names_and_url_passwords() -> None:
     """Options named like secrets are masked whole; URL-valued options lose their password."""
-    assert "**" == mask_option("aws_secret_access_key", "wJalrXUtnFEMI")
-    assert "**" == mask_option("password", "guest")
-    assert "us-west-2" == mask_option("region", "us-west-2")
-    assert "amqp://u:**@h//" == mask_option("broker", "amqp://u:pw@h//")
+    assert mask_option("aws_secret_access_key", "wJalrXUtnFEMI") == "**"
+    assert mask_option("password", "guest") == "**"
+    assert mask_option("region", "us-west-2") == "us-west-2"
+    assert mask_option("broker", "amqp://u:pw@h//") == "amqp://u:**@h//"
 
 
 def test_describe_masks_every_secret() -> None:
@@ -166,20 +169,20 @@ def test_describe_masks_every_secret() -> None:
 
 def test_coerce_turns_setting_strings_into_values() -> None:
     """Strings from INI files, variables and --option become ints, floats and booleans."""
-    assert [1, 0.5, True, False, "us-west-2"] == [
+    assert [
         coerce("1"),
         coerce("0.5"),
         coerce("yes"),
         coerce("off"),
         coerce("us-west-2"),
-    ]
+    ] == [1, 0.5, True, False, "us-west-2"]
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     """A TOML syntax error is a ConfigurationError that names the file."""
     path = tmp_path / "bad.toml"
     path.write_text("[balog\nengine = 'x'\n")
-    with pytest.raises(ConfigurationError, match="bad.toml: not valid TOML"):
+    with pytest.raises(ConfigurationError, match=r"bad\.toml: not valid TOML"):
         read_file(str(path))
 
 
@@ -205,7 +208,7 @@ def test_missing_and_unknown_files_are_rejected(tmp_path: Path) -> None:
         load_config(file=str(tmp_path / "nope.toml"), environ={})
     other = tmp_path / "settings.yaml"
     other.write_text("balog: {}\n")
-    with pytest.raises(ConfigurationError, match="use a .toml, .ini"):
+    with pytest.raises(ConfigurationError, match=r"use a \.toml, \.ini"):
         load_config(file=str(other), environ={})
     ini = tmp_path / "x.ini"
     ini.write_text("[other]\nkey = 1\n")
@@ -224,6 +227,7 @@ def test_unknown_balog_keys_are_warned_about(tmp_path: Path) -> None:
 def test_transport_options_leave_out_what_the_transport_does_not_take() -> None:
     """transport_options keeps the options the predicate accepts, plus the url."""
     config = Config(engine="sqs", url="https://x", options={"region": "r", "wait": 1})
-    assert {"region": "r", "url": "https://x"} == config.transport_options(
-        lambda name: name != "wait"
-    )
+    assert config.transport_options(lambda name: name != "wait") == {
+        "region": "r",
+        "url": "https://x",
+    }
