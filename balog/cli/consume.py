@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import IO, Any
 
@@ -35,8 +35,10 @@ class StatusReporter:
         stats: Callable[[], dict[str, Any]],
         interval: float,
         stream: IO[str],
+        topics: Iterable[str] = (),
     ) -> None:
         self.stats = stats
+        self.topics = list(topics)
         self.interval = interval
         self.stream = stream
         self._last: dict[str, int] = {}
@@ -50,13 +52,13 @@ class StatusReporter:
         retried = sum(s.retried for s in snapshot.values())
         dead = sum(s.dead_lettered for s in snapshot.values())
         rates = []
-        for topic in sorted(snapshot):
-            done = snapshot[topic].processed + snapshot[topic].unrouted
-            done += snapshot[topic].dead_lettered
+        for topic in sorted(set(snapshot) | set(self.topics)):
+            counts = snapshot.get(topic)
+            done = counts.processed + counts.unrouted + counts.dead_lettered if counts else 0
             rates.append(f"{topic} {(done - self._last.get(topic, 0)) / elapsed:.1f}/s")
             self._last[topic] = done
         self._last_at = now
-        per_topic = ", ".join(rates) or "no events yet"
+        per_topic = ", ".join(rates) or "no topics"
         return (
             f"balog: processed {processed}, retried {retried}, dead-lettered {dead} | {per_topic}"
         )
@@ -107,7 +109,7 @@ def _consume(args: argparse.Namespace, stop_requested: threading.Event) -> int:
         file=sys.stderr,
         flush=True,
     )
-    reporter = StatusReporter(stats, args.status_interval, sys.stderr) if stats else None
+    reporter = StatusReporter(stats, args.status_interval, sys.stderr, routes) if stats else None
     finished = threading.Event()
 
     def watch() -> None:
