@@ -358,7 +358,6 @@ def test_dead_letters_list_replay_and_purge(env: Env) -> None:
     fixed = env.consume("-o", "max_attempts=1", name="fixed")
     wait_for(lambda: len(ledger(env.ledger)) == 1, what="the replayed job to be processed")
     transport = env.transport()
-    dead_topic = transport.dead_letter_topic(env.topic)
     wait_for(lambda: transport.size(dead_topic) == 1, what="the bad body to be dead-lettered")
     transport.close()
     assert env.stop(fixed) == 0
