@@ -331,13 +331,12 @@ def test_dead_letters_list_replay_and_purge(env: Env) -> None:
     refused = jobs(1, fail=True)[0]
     assert env.run("send", env.topic, input=ndjson([refused])).returncode == 0
     assert env.run("send", env.topic, "--raw", input="this is not json\n").returncode == 0
-    wait_for(
-        lambda: (
-            len(json.loads(env.run("dead-letters", "list", env.topic, "--format", "json").stdout))
-            == 2
-        ),
-        what="two dead letters",
-    )
+    transport = env.transport()
+    dead_topic = transport.dead_letter_topic(env.topic)
+    wait_for(lambda: transport.size(dead_topic) == 2, what="two dead letters")
+    transport.close()
+    listed_json = json.loads(env.run("dead-letters", "list", env.topic, "--format", "json").stdout)
+    assert sorted(d["receive_count"] for d in listed_json) == [1, 1]
     assert env.stop(consumer) == 0
 
     listed = env.run("dead-letters", "list", env.topic)
