@@ -12,7 +12,7 @@ from balog.consumers import consumer_config
 def _record(settings: Mapping[str, Any], event: dict[str, Any], what: str) -> None:
     # One short line per event, appended with O_APPEND: lines from several worker processes do
     # not interleave.
-    line = f"{event['header']['id']} {what} {event['header']['channel']}\n"
+    line = f"{event['header']['id']} {event['header']['channel']} {what}\n"
     fd = os.open(settings["demo.ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))
