@@ -231,3 +231,31 @@ def test_transport_options_leave_out_what_the_transport_does_not_take() -> None:
         "region": "r",
         "url": "https://x",
     }
+
+
+def test_toml_on_python_310_without_tomli_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.10 without the tomli package, a TOML file gives an error saying what to do."""
+    import sys
+
+    path = tmp_path / "balog.toml"
+    path.write_text("[balog]\nengine = 'memory'\n")
+    monkeypatch.setattr(sys, "version_info", (3, 10, 12, "final", 0))
+    monkeypatch.setitem(sys.modules, "tomli", None)  # an import of tomli now fails
+    with pytest.raises(ConfigurationError, match="needs the 'tomli' package"):
+        load_config(file=str(path), environ={})
+
+
+def test_toml_on_python_310_reads_through_tomli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.10 the tomli package, when installed, reads TOML files."""
+    import sys
+
+    tomllib = pytest.importorskip("tomllib")
+    path = tmp_path / "balog.toml"
+    path.write_text("[balog]\nengine = 'memory'\n")
+    monkeypatch.setattr(sys, "version_info", (3, 10, 12, "final", 0))
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # same API as tomli
+    assert load_config(file=str(path), environ={}).engine == "memory"
