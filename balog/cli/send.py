@@ -18,10 +18,13 @@ from balog.exceptions import ConfigurationError, EventError
 class Progress:
     """A one-line progress display on a terminal, redrawn at most ten times a second.
 
-    With ``total`` (bytes, when stdin is a regular file) it draws a bar; without, a running count.
+    It appears only once sending has taken ``after`` seconds, so a quick run shows nothing, and
+    it is wiped when done. With ``total`` (bytes, when stdin is a regular file) it draws a bar;
+    without, a running count.
     """
 
     WIDTH = 30
+    AFTER = 0.5
 
     def __init__(self, stream: IO[str], total: int | None, enabled: bool) -> None:
         self.stream = stream
@@ -35,6 +38,8 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
+        if now - self.started < self.AFTER:
+            return
         if not force and now - self._drawn_at < 0.1:
             return
         self._drawn_at = now

@@ -289,39 +289,46 @@ def test_send_payload_argument_count(env: Env) -> None:
 
 
 def test_send_shows_progress_only_on_a_terminal(env: Env) -> None:
-    """Progress goes to stderr when it is a terminal, and never when it is a pipe."""
+    """A long send shows progress when stderr is a terminal, and never when it is a pipe."""
     piped = env.run("send", env.topic, "--batch-size", "10", input=ndjson(jobs(50)))
     assert piped.returncode == 0
     assert piped.stderr == ""
     leader, follower = pty.openpty()
+    shown = b""
     try:
         proc = subprocess.Popen(
             balog_argv("send", env.topic, "--batch-size", "10"),
             env=env.env(),
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=follower,
             cwd=env.root,
         )
-        proc.communicate(ndjson(jobs(50)).encode(), timeout=60)
         os.close(follower)
         follower = -1
-        shown = b""
+        assert proc.stdin is not None
+        # A slow producer upstream: the progress line appears once sending takes a while.
+        for chunk in (jobs(20), jobs(20), jobs(20)):
+            proc.stdin.write(ndjson(chunk).encode())
+            proc.stdin.flush()
+            time.sleep(0.4)
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
         while True:
             try:
-                chunk = os.read(leader, 4096)
-            except OSError:
+                data = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all was read
                 break
-            if not chunk:
+            if not data:
                 break
-            shown += chunk
+            shown += data
     finally:
         os.close(leader)
         if follower != -1:
             os.close(follower)
-    assert proc.returncode == 0
-    assert b"50 events" in shown
-    assert b"\r" in shown
+    assert b" events  " in shown
+    assert shown.startswith(b"\r")
+    assert shown.endswith(b"\r\x1b[K")  # wiped at the end
 
 
 def test_dead_letters_list_replay_and_purge(env: Env) -> None:
