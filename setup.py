@@ -50,6 +50,7 @@ setup(
             "kombu = balog.transports.kombu:KombuTransport",
             "sqlite = balog.transports.sqlite:SQLiteTransport",
         ],
+        "pytest11": ["balog = balog.testing.plugin"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +368,29 @@ def test_capabilities(transport: SQLiteTransport) -> None:
         caps.receive_count,
         caps.ordering,
     ) == (256 * 1024, True, True, True, True, True)
+
+
+def _receive_and_ack_in_child(transport: SQLiteTransport, topic: str, out: Any) -> None:
+    got = transport.receive(topic, wait=1.0)
+    for d in got:
+        transport.ack(d)
+    out.put([d.body for d in got])
+
+
+def test_transport_survives_fork(transport: SQLiteTransport, unique_name: str) -> None:
+    """A forked child using the parent's transport opens its own connection; both keep working."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("this platform cannot fork")
+    transport.send(unique_name, [b"for the child"])
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_receive_and_ack_in_child, args=(transport, unique_name, out))
+    child.start()
+    try:
+        assert out.get(timeout=10.0) == [b"for the child"]
+    finally:
+        child.join(timeout=10.0)
+    assert child.exitcode == 0
+    transport.send(unique_name, [b"for the parent"])
+    assert [d.body for d in transport.receive(unique_name, wait=0.0)] == [b"for the parent"]
+    assert transport.size(unique_name) == 1
