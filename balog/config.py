@@ -187,20 +187,22 @@ class Config:
         """The transport of ``send`` and ``dead-letters``: ``transport``, else the engine's."""
         return self.transport or self.engine
 
-    def engine_options(self) -> dict[str, Any]:
-        """Options for the engine: ``options`` with ``url`` added when one is set."""
+    def engine_options(self, url_key: str = "url") -> dict[str, Any]:
+        """Options for the engine: ``options``, and the url under ``url_key`` when one is set."""
         options = dict(self.options)
         if self.url is not None:
-            options["url"] = self.url
+            options[url_key] = self.url
         if self.concurrency is not None:
             options["concurrency"] = self.concurrency
         return options
 
-    def transport_options(self, accepts: Callable[[str], bool]) -> dict[str, Any]:
-        """Options for the transport alone: those ``accepts(name)`` says it takes, and ``url``."""
+    def transport_options(
+        self, accepts: Callable[[str], bool], url_key: str = "url"
+    ) -> dict[str, Any]:
+        """Options for the transport alone: those ``accepts(name)`` says it takes, and the url."""
         options = {k: v for k, v in self.options.items() if accepts(k)}
         if self.url is not None:
-            options["url"] = self.url
+            options[url_key] = self.url
         return options
 
     def describe(self) -> list[tuple[str, str, str]]:

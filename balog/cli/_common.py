@@ -102,6 +102,37 @@ def scan_packages(packages: Iterable[str]) -> Any:
     return hub
 
 
+def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+def url_key(factory: Any) -> str:
+    """The option under which ``factory`` takes a backend URL: ``url``, or ``endpoint_url``.
+
+    Engines and transports built on an HTTP API (SQS) name it ``endpoint_url``; the rest
+    ``url``. A factory that takes neither gets ``url`` and reports it as an unknown option.
+    """
+    params = _parameters(factory)
+    if "url" not in params and "endpoint_url" in params:
+        return "endpoint_url"
+    return "url"
+
+
+def engine_factory(name: str) -> Any:
+    """The class registered as engine ``name``, else as transport ``name`` (run on the
+    generic engine), for reading its signature."""
+    from balog import _plugins
+
+    if _plugins.entry_point(_plugins.ENGINES, name) is not None:
+        return _plugins.load(_plugins.ENGINES, name)
+    if _plugins.entry_point(_plugins.TRANSPORTS, name) is not None:
+        return _plugins.load(_plugins.TRANSPORTS, name)
+    return None
+
+
 def _engine_only_options(config: Config) -> set[str]:
     """Option names an engine takes and a transport does not (so ``send`` can leave them out)."""
     from balog import _plugins
@@ -124,10 +155,7 @@ def make_transport(config: Config) -> Any:
 
     name = config.transport_name
     factory = _plugins.load(_plugins.TRANSPORTS, name)
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+    params = _parameters(factory)
     engine_only = _engine_only_options(config)
 
     def accepts(option: str) -> bool:
@@ -135,7 +163,7 @@ def make_transport(config: Config) -> Any:
         # transport, so that a misspelt option is reported rather than dropped.
         return option in params or option not in engine_only
 
-    return create_transport(name, **config.transport_options(accepts))
+    return create_transport(name, **config.transport_options(accepts, url_key(factory)))
 
 
 def summary(config: Config) -> str:

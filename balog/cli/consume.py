@@ -20,9 +20,11 @@ from typing import IO, Any
 from balog.cli._common import (
     build_operator,
     config_from_args,
+    engine_factory,
     scan_packages,
     setup_logging,
     summary,
+    url_key,
 )
 from balog.exceptions import ConfigurationError
 
@@ -94,10 +96,9 @@ def _consume(args: argparse.Namespace, stop_requested: threading.Event) -> int:
     if not len(hub):
         raise ConfigurationError(f"no consumers found in {', '.join(args.packages)}")
     operator = build_operator(config)
+    options = config.engine_options(url_key(engine_factory(config.engine)))
     try:
-        engine = create_engine(
-            config.engine, hub=hub, consumer_operator=operator, **config.engine_options()
-        )
+        engine = create_engine(config.engine, hub=hub, consumer_operator=operator, **options)
     except TypeError as exc:
         # An engine taking **options passes them down; the base then refuses an unknown one.
         raise ConfigurationError(f"bad options for engine {config.engine!r}: {exc}") from exc

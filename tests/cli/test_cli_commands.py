@@ -84,6 +84,15 @@ def _third_party_plugins(root: Path) -> None:
             """A third-party transport for the plugin listing."""
 
             capabilities = Capabilities(max_body_size=1000, ordering=True, delay=False)
+
+
+        class EndpointTransport(MemoryTransport):
+            """A transport that takes its URL as endpoint_url, as HTTP-based ones do."""
+
+            def __init__(self, endpoint_url=None, region=None):
+                if (endpoint_url, region) != ("http://127.0.0.1:9/q", "here"):
+                    raise ValueError(f"unexpected {endpoint_url!r} {region!r}")
+                super().__init__()
         ''',
     )
     info = root / "thirdparty_balog-1.2.3.dist-info"
@@ -94,6 +103,7 @@ def _third_party_plugins(root: Path) -> None:
     (info / "entry_points.txt").write_text(
         "[balog.transports]\n"
         "loop = thirdparty_balog.transport:LoopTransport\n"
+        "endpoint = thirdparty_balog.transport:EndpointTransport\n"
         "broken = thirdparty_balog.missing:Nothing\n"
         "[balog.engines]\n"
         "halfbroken = thirdparty_balog.transport:NoSuchEngine\n"
@@ -133,6 +143,20 @@ def test_plugins_lists_builtins_third_party_and_failures(
     assert "FAILED TO LOAD: ModuleNotFoundError: No module named 'thirdparty_balog.missing'" in (
         text.stdout
     )
+
+
+def test_url_goes_to_endpoint_url_where_the_transport_names_it_so(
+    run_balog: RunBalog, packages: Path
+) -> None:
+    """--url reaches a transport that takes endpoint_url rather than url; engine options stay out."""
+    _third_party_plugins(packages)
+    payload = '{"cls_type": "log", "message": "m", "severity": "info"}'
+    result = run_balog(
+        "send", "t", "--transport", "endpoint", "--url", "http://127.0.0.1:9/q",
+        "-o", "region=here", "-o", "max_attempts=3", "--payload", payload,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "sent 1 event(s) to t\n"
 
 
 # -- validate -----------------------------------------------------------------------------------
