@@ -148,7 +148,7 @@ def test_plugins_lists_builtins_third_party_and_failures(
 def test_url_goes_to_endpoint_url_where_the_transport_names_it_so(
     run_balog: RunBalog, packages: Path
 ) -> None:
-    """--url reaches a transport that takes endpoint_url rather than url; engine options stay out."""
+    """--url reaches a transport that takes endpoint_url, not url; engine options stay out."""
     _third_party_plugins(packages)
     payload = '{"cls_type": "log", "message": "m", "severity": "info"}'
     result = run_balog(
