@@ -126,15 +126,20 @@ def mask_url(url: str) -> str:
     ``amqp://guest:guest@host//`` becomes ``amqp://guest:**@host//``. Text that is not a URL is
     returned unchanged.
     """
-    if "://" not in url and "@" not in url:
+    if "://" not in url:
+        # "user:password@host" with no scheme: hide what follows the first ":" of the userinfo.
+        userinfo, at, host = url.rpartition("@")
+        if at and ":" in userinfo:
+            return f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
         return url
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        # Unparseable: keep the scheme, hide everything up to the last "@".
-        _, at, tail = url.rpartition("@")
-        return f"{MASK}@{tail}" if at else url
+        # Unparseable: keep the scheme, hide everything from there up to the last "@".
+        scheme, _, rest = url.partition("://")
+        _, at, tail = rest.rpartition("@")
+        return f"{scheme}://{MASK}@{tail}" if at else url
     # Edit the text in place rather than re-assembling it: urlunsplit() would turn
     # "sqlite:///file" into "sqlite:/file".
     masked = url

@@ -140,6 +140,10 @@ def test_effective_balog_keys_reach_the_operator_settings(toml_file: Path) -> No
             "https://sqs.example.com/q?token=**&region=x",
         ),
         ("not a url", "not a url"),
+        ("guest:guest@localhost:5672", "guest:**@localhost:5672"),
+        ("amqp://user:p@ss@host:5672//", "amqp://user:**@host:5672//"),
+        ("amqp://user:pa[ss@host//", "amqp://**@host//"),
+        ("me@example.com", "me@example.com"),
     ],
 )
 def test_mask_url_hides_passwords(url: str, expected: str) -> None:
