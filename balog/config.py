@@ -54,6 +54,7 @@ __all__ = [
     "coerce",
     "load_config",
     "mask_option",
+    "mask_text",
     "mask_url",
     "parse_assignment",
     "read_file",
@@ -153,6 +154,14 @@ def mask_url(url: str) -> str:
             query = urlencode([(k, MASK if _is_secret_name(k) else v) for k, v in pairs], safe="*")
             masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
     return masked
+
+
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]*@")
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``**`` (for error messages)."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
 def mask_option(name: str, value: Any) -> Any:

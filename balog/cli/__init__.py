@@ -315,9 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "traceback", False) and not isinstance(exc, BalogError):
             raise
         from balog._text import clip
+        from balog.config import mask_text
 
         kind = "error" if isinstance(exc, BalogError | OSError) else "unexpected error"
         text = str(exc) if isinstance(exc, BalogError) else f"{type(exc).__name__}: {exc}"
         hint = "" if isinstance(exc, BalogError | OSError) else " (--traceback shows where)"
-        print(f"balog: {kind}: {clip(text, 500)}{hint}", file=sys.stderr)
+        print(f"balog: {kind}: {clip(mask_text(text), 500)}{hint}", file=sys.stderr)
         return EXIT_ERROR

@@ -71,7 +71,12 @@ def build_operator(config: Config) -> Any:
     factory = load_object(config.operator, "operator")
     if not callable(factory):
         raise ConfigurationError(f"operator {config.operator!r} is not callable")
-    operator = factory(dict(config.settings))
+    try:
+        operator = factory(dict(config.settings))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"operator factory {config.operator!r} raised {type(exc).__name__}: {clip(str(exc))}"
+        ) from exc
     if not isinstance(operator, ConsumerOperator):
         raise ConfigurationError(
             f"operator factory {config.operator!r} returned {type(operator).__name__}, which has "

@@ -418,6 +418,28 @@ def test_bad_config_files_give_one_line_and_no_traceback(
     assert message in _one_line_error(result)
 
 
+def test_errors_never_show_a_url_password(run_balog: RunBalog, packages: Path) -> None:
+    """An error whose text carries the configured URL shows it with the password masked."""
+    write_module(
+        packages,
+        "leaky",
+        """
+        def make(settings):
+            raise RuntimeError(f"cannot reach {settings['balog.url']}")
+        """,
+    )
+    result = run_balog(
+        "consume", "demo_app", "--operator", "leaky:make",
+        env={"BALOG_URL": "amqp://worker:s3cret@mq:5672//"},
+    )  # fmt: skip
+    line = _one_line_error(result)
+    assert result.returncode == 1
+    assert line == (
+        "balog: error: operator factory 'leaky:make' raised RuntimeError: cannot reach "
+        "amqp://worker:**@mq:5672//"
+    )
+
+
 def test_python_dash_m_and_console_script_agree(run_balog: RunBalog) -> None:
     """The console script 'balog' is installed next to the interpreter and runs the same main."""
     script = Path(sys.executable).with_name("balog")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from balog.config import Config, coerce, load_config, mask_option, mask_url, read_file
+from balog.config import (
+    Config,
+    coerce,
+    load_config,
+    mask_option,
+    mask_text,
+    mask_url,
+    read_file,
+)
 from balog.engines import DEFAULT_ENGINE
 from balog.exceptions import ConfigurationError
 
@@ -263,3 +271,12 @@ def test_toml_on_python_310_reads_through_tomli(
     monkeypatch.setattr(sys, "version_info", (3, 10, 12, "final", 0))
     monkeypatch.setitem(sys.modules, "tomli", tomllib)  # same API as tomli
     assert load_config(file=str(path), environ={}).engine == "memory"
+
+
+def test_mask_text_hides_passwords_of_urls_inside_messages() -> None:
+    """Every URL password inside a free-form message is masked; the rest is kept."""
+    text = "cannot reach amqp://worker:s3cret@mq:5672// nor redis://:pw@r:6379/0; see docs"
+    assert (
+        mask_text(text)
+        == "cannot reach amqp://worker:**@mq:5672// nor redis://:**@r:6379/0; see docs"
+    )
