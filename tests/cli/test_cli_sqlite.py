@@ -401,3 +401,41 @@ def test_status_line_reports_counts_per_topic(env: Env) -> None:
     status = [line for line in env.stderr_of().splitlines() if line.startswith("balog: processed")]
     assert status
     assert all(f"| {env.topic} " in line and line.endswith("/s") for line in status)
+
+
+def test_consume_and_send_configured_by_a_pyramid_style_ini_file(env: Env) -> None:
+    """An INI [app:main] names the url, options, operator and its settings for consume and send."""
+    ini = env.root / "app.ini"
+    ini.write_text(
+        "[app:main]\n"
+        f"balog.url = sqlite:///{env.db}\n"
+        "balog.engine.wait = 0.2\n"
+        "balog.operator = demo_app.operator:ConsumerOperator\n"
+        "demo.env = ini\n"
+        "demo.ledger = %(here)s/ini-ledger.txt\n"
+    )
+    plain = clean_env([env.packages, EXAMPLES])
+    err = open(env.root / "ini.err", "wb")  # noqa: SIM115 - closed right after the start
+    consumer = subprocess.Popen(
+        balog_argv("consume", "demo_app", "--config", str(ini)),
+        env=plain,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        cwd=env.root,
+    )
+    err.close()
+    env.processes.append(consumer)
+    env.wait_running("ini")
+    payload = '{"values": [{"name": "n", "value": 2}]}'
+    sent = subprocess.run(
+        balog_argv("send", "demo-events-ini", "--config", str(ini), "--cls-type", "metrics",
+                   "--payload", payload, "--channel", "from.ini"),
+        env=plain, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    ledger_file = env.root / "ini-ledger.txt"
+    wait_for(ledger_file.exists, what="the event to be consumed")
+    assert env.stop(consumer) == 0
+    (line,) = ledger_file.read_text().splitlines()
+    assert line.split(" ")[1:] == ["from.ini", "metrics(total=2)"]
+    assert f"url sqlite:///{env.db}; options wait=0.2" in env.stderr_of("ini")
