@@ -58,7 +58,7 @@ def _backend_options(parser: argparse.ArgumentParser, *, transport: bool) -> Non
     group.add_argument(
         "--url",
         metavar="URL",
-        help="backend URL, given to the engine/transport as option url; env BALOG_URL",
+        help="backend URL: option url (endpoint_url where the backend names it so); env BALOG_URL",
     )
     group.add_argument(
         "-o",
