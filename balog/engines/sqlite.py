@@ -7,6 +7,7 @@ from typing import Any
 
 from balog.consumers import ConsumerHub, ConsumerOperator
 from balog.engines.base import TransportEngine
+from balog.exceptions import ConfigurationError
 from balog.transports.sqlite import DEFAULT_MAX_BODY_SIZE, SQLiteTransport
 
 __all__ = ["SQLiteEngine"]
@@ -38,6 +39,11 @@ class SQLiteEngine(TransportEngine):
         lease: float = 30.0,
         **options: Any,
     ) -> None:
+        for name in ("transport", "transport_options"):
+            if name in options:
+                raise ConfigurationError(
+                    f"SQLiteEngine builds its own transport; give path= or url=, not {name}="
+                )
         transport = SQLiteTransport(
             path,
             url=url,

@@ -22,6 +22,7 @@ while the topic stays empty.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -124,6 +126,27 @@ def _translate(exc: sqlite3.Error, action: str, path: str) -> TransportError:
     return TransportError(f"sqlite {action} on {path!r} failed: {detail}")
 
 
+class _Slot:
+    """A thread's connection, held in thread-local storage."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+def _thread_ended(ref: weakref.ref[SQLiteTransport], conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() != pid:
+        return  # a forked child dropping its parent's slots: never close the parent's connection
+    transport = ref()
+    if transport is not None:
+        transport._forget(conn)
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
+
+
 class SQLiteTransport(Transport):
     """A :class:`~balog.transports.base.Transport` on a SQLite database file.
 
@@ -208,9 +231,9 @@ class SQLiteTransport(Transport):
                     self._connections = []
                     self._local = threading.local()
                     self._schema_ready = False
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot.conn
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -235,7 +258,11 @@ class SQLiteTransport(Transport):
         if not registered:
             conn.close()
             raise TransportError("the sqlite transport is closed")
-        self._local.conn = conn
+        slot = _Slot(conn)
+        # When the thread ends, its thread-local slot goes, and the connection is closed with it.
+        finalizer = weakref.finalize(slot, _thread_ended, weakref.ref(self), conn, os.getpid())
+        finalizer.atexit = False
+        self._local.slot = slot
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
@@ -521,20 +548,21 @@ class SQLiteTransport(Transport):
         return found
 
     def replay_dead_letters(self, topic: str, *, limit: int | None = None) -> int:
-        """Put ``topic``'s available dead letters back on ``topic`` as new messages, atomically.
+        """Put ``topic``'s available dead letters back on ``topic`` as new messages.
 
         Each goes to the back of the queue with a receive count of zero and without the
-        dead-letter headers; its other headers stay.
+        dead-letter headers; its other headers stay. Each moves inside a transaction (of up to
+        500 messages), so none is lost or duplicated, whatever happens to the process.
         """
         name = self.dead_letter_topic(topic)
         dead_headers = {REASON_HEADER, SOURCE_TOPIC_HEADER, ATTEMPTS_HEADER}
 
-        def move(conn: sqlite3.Connection) -> int:
+        def move(conn: sqlite3.Connection, count: int) -> int:
             now = time.time()
             rows = conn.execute(
                 "SELECT id, body, headers FROM balog_messages "
                 "WHERE topic = ? AND visible_after <= ? ORDER BY id LIMIT ?",
-                (name, now, -1 if limit is None else limit),
+                (name, now, count),
             ).fetchall()
             for row_id, body, raw in rows:
                 old = json.loads(raw) if raw else {}
@@ -548,7 +576,14 @@ class SQLiteTransport(Transport):
                 conn.execute("DELETE FROM balog_messages WHERE id = ?", (row_id,))
             return len(rows)
 
-        return self._write("replay dead letters", move)
+        moved = 0
+        while limit is None or moved < limit:
+            chunk = 500 if limit is None else min(500, limit - moved)
+            done = self._write("replay dead letters", functools.partial(move, count=chunk))
+            moved += done
+            if done < chunk:
+                break
+        return moved
 
     def purge(self, topic: str) -> int:
         """Delete every message available now on ``topic`` (leased ones stay); return how many."""
@@ -588,6 +623,11 @@ class SQLiteTransport(Transport):
             return int(conn.execute(sql, params).fetchone()[0])
 
         return self._read("count", count)
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
 
     def close(self) -> None:
         """Close every connection this transport opened. Idempotent."""

@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import create_engine, engine_from_settings
 from balog.engines.base import Backoff
 from balog.engines.sqlite import SQLiteEngine
 from balog.events import encode, new_event
+from balog.exceptions import ConfigurationError
 from balog.transports.sqlite import SQLiteTransport
 
 
@@ -130,14 +133,14 @@ def test_lease_keeper_prevents_redelivery_of_slow_work(tmp_path: Path, unique_na
 
     def slow(ev: dict[str, Any]) -> None:
         calls.append(threading.current_thread().name)
-        release.wait(3.0)
+        release.wait(10.0)
 
     path = tmp_path / "slow.sqlite3"
     engines = [
         SQLiteEngine(
             ConsumerHub([Consumer(slow, unique_name)]),
             path=path,
-            lease=0.4,
+            lease=1.0,
             wait=0.1,
             handle_signals=False,
         )
@@ -149,7 +152,7 @@ def test_lease_keeper_prevents_redelivery_of_slow_work(tmp_path: Path, unique_na
     try:
         engines[0].transport.send(unique_name, [event(1)])
         assert wait_for(lambda: len(calls) >= 1)
-        time.sleep(1.2)  # three leases long: expiry would have redelivered by now
+        time.sleep(2.5)  # two and a half leases: expiry would have redelivered by now
         release.set()
         assert wait_for(lambda: engines[0].transport.size(unique_name) == 0)
     finally:
@@ -197,3 +200,10 @@ def test_producer_logger_to_engine(tmp_path: Path, unique_name: str) -> None:
     with SQLiteEngine(hub, path=path) as engine:
         engine.drain(timeout=10.0)
     assert [e["header"]["channel"] for e in got] == ["tests.sqlite.done"]
+
+
+def test_engine_refuses_a_transport_option(tmp_path: Path) -> None:
+    """SQLiteEngine builds its transport from path/url; a transport= option is a clear error."""
+    hub = ConsumerHub([Consumer(lambda ev: None, "t")])
+    with pytest.raises(ConfigurationError, match="path= or url="):
+        SQLiteEngine(hub, path=tmp_path / "x.sqlite3", transport="memory")

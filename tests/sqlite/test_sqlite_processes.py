@@ -72,6 +72,8 @@ def test_two_consumers_one_producer_exactly_once(
     database = str(tmp_path / "shared.sqlite3")
     ledgers = [tmp_path / "ledger-a.txt", tmp_path / "ledger-b.txt"]
     consumers = [processes.start("consume", database, unique_name, str(p)) for p in ledgers]
+    # Each consumer creates its ledger as it starts: wait for both, so that both get a share.
+    assert wait_for(lambda: all(p.exists() for p in ledgers), timeout=30.0)
     producer = processes.start("produce", database, unique_name, "0", str(total))
     assert processes.finish(producer, timeout=60.0)[0] == 0
 

@@ -394,3 +394,34 @@ def test_transport_survives_fork(transport: SQLiteTransport, unique_name: str) -
     transport.send(unique_name, [b"for the parent"])
     assert [d.body for d in transport.receive(unique_name, wait=0.0)] == [b"for the parent"]
     assert transport.size(unique_name) == 1
+
+
+def test_thread_connections_close_when_threads_end(
+    transport: SQLiteTransport, unique_name: str
+) -> None:
+    """Each short-lived thread's connection is closed when the thread ends, not kept forever."""
+
+    def send_once(n: int) -> None:
+        transport.send(unique_name, [str(n).encode()])
+
+    for n in range(20):
+        worker = threading.Thread(target=send_once, args=(n,))
+        worker.start()
+        worker.join()
+    assert wait_for(lambda: len(transport._connections) == 0)
+    assert transport.size(unique_name) == 20
+    assert len(transport._connections) == 1  # this thread's, opened by size()
+
+
+def test_replay_moves_many_in_chunks(transport: SQLiteTransport, unique_name: str) -> None:
+    """Replaying more dead letters than one transaction takes moves every one, once, in order."""
+    bodies = [str(i).encode() for i in range(1203)]
+    transport.send(unique_name, bodies)
+    while batch := transport.receive(unique_name, max_messages=100, wait=0.0):
+        for d in batch:
+            transport.dead_letter(d, "r")
+    assert transport.replay_dead_letters(unique_name) == 1203
+    replayed = []
+    while batch := transport.receive(unique_name, max_messages=100, wait=0.0):
+        replayed.extend(d.body for d in batch)
+    assert (replayed, transport.dead_letters(unique_name)) == (bodies, [])
