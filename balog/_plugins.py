@@ -44,7 +44,6 @@ def load(namespace: str, name: str) -> Any:
             name,
             invoke_on_load=False,
             on_load_failure_callback=on_failure,
-            warn_on_missing_entrypoint=False,
         )
     except NoMatches as exc:
         cause = failures[0] if failures else exc

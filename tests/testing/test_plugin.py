@@ -109,3 +109,12 @@ def test_uses(balog_transport):
     result = pytester.runpytest_subprocess("--balog-engine=nosuchbackend")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*no balog.transports plugin named 'nosuchbackend'*memory*"])
+
+
+def test_a_transport_loads_by_name_without_warnings() -> None:
+    """Loading a plugin by name emits no deprecation warning (pytest turns those into errors)."""
+    from balog.transports import create_transport
+
+    transport = create_transport("memory")
+    assert isinstance(transport, MemoryTransport)
+    transport.close()
