@@ -68,7 +68,6 @@ PAYLOAD_SCHEMA_GROUP = "balog.payload_schemas"
 Validator: TypeAlias = Callable[[Any], Any]
 
 
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
