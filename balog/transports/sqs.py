@@ -166,8 +166,8 @@ class SQSTransport(Transport):
     ``boto3.session.Session``) is given; ``endpoint_url`` points at another endpoint (a local
     SQS, or the moto server in tests). Anything not given comes from boto3's own configuration.
     ``config`` (a ``botocore.config.Config``) is merged over balog's defaults: standard retry
-    mode with ``max_attempts=5`` (so throttling and transient errors are retried with backoff)
-    and a pool of 50 connections. ``client`` uses a ready-made SQS client instead of all that.
+    mode with ``max_attempts=4`` retries (throttling and transient errors are retried with
+    backoff) and a pool of 50 connections. ``client`` uses a ready-made SQS client instead.
 
     Behaviour: ``max_body_size`` bytes per message and per batch call; ``lease`` seconds of
     visibility timeout by default; ``create_queues`` creates missing queues (and dead-letter
@@ -234,7 +234,7 @@ class SQSTransport(Transport):
             self.client: SQSClient = client
             return
         defaults = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 5},
+            retries={"mode": "standard", "max_attempts": 4},
             max_pool_connections=50,
         )
         merged = defaults if config is None else defaults.merge(config)
@@ -292,7 +292,7 @@ class SQSTransport(Transport):
             raise ConfigurationError(
                 f"{where} failed: no AWS region (pass region=, or set AWS_DEFAULT_REGION)"
             ) from exc
-        except botocore.exceptions.HTTPClientError as exc:
+        except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
             raise TransportConnectionError(
                 f"{where} failed: cannot reach SQS: {type(exc).__name__}"
             ) from exc

@@ -31,7 +31,9 @@ CANARY_KEY = "AKIACANARYKEY1234567"
 CANARY_SECRET = "canary/secret+Value0123456789abcdefghijk"
 
 
-def receive_all(t: SQSTransport, topic: str, expected: int, timeout: float = 10.0) -> list[Delivery]:
+def receive_all(
+    t: SQSTransport, topic: str, expected: int, timeout: float = 10.0
+) -> list[Delivery]:
     got: list[Delivery] = []
     deadline = time.monotonic() + timeout
     while len(got) < expected and time.monotonic() < deadline:
@@ -56,11 +58,11 @@ def test_send_receive_ack_roundtrip(
     transport.send(unique_name, bodies, headers={"origin": "test"})
     got = receive_all(transport, unique_name, 3)
     assert sorted(bodies) == sorted(d.body for d in got)
-    assert [{"origin": "test"}] * 3 == [dict(d.headers) for d in got]
-    assert [1, 1, 1] == [d.receive_count for d in got]
+    assert [dict(d.headers) for d in got] == [{"origin": "test"}] * 3
+    assert [d.receive_count for d in got] == [1, 1, 1]
     for d in got:
         transport.ack(d)
-    assert (0, 0) == visible_count(sqs_client, url)
+    assert visible_count(sqs_client, url) == (0, 0)
 
 
 def test_entry_point_builds_the_transport(sqs_endpoint: str) -> None:
@@ -81,7 +83,7 @@ def test_create_queues_creates_a_missing_queue(sqs_endpoint: str, unique_name: s
     """With create_queues, a missing queue is created and the message lands in it."""
     t = SQSTransport(endpoint_url=sqs_endpoint, create_queues=True)
     t.send(unique_name, [b'{"a": 1}'])
-    assert [b'{"a": 1}'] == [d.body for d in receive_all(t, unique_name, 1)]
+    assert [d.body for d in receive_all(t, unique_name, 1)] == [b'{"a": 1}']
 
 
 def test_queue_url_is_resolved_once(
@@ -93,7 +95,7 @@ def test_queue_url_is_resolved_once(
     for _ in range(3):
         t.send(unique_name, [b"{}"])
     receive_all(t, unique_name, 3)
-    assert 1 == len(fault_proxy.actions("GetQueueUrl"))
+    assert len(fault_proxy.actions("GetQueueUrl")) == 1
 
 
 def test_oversize_body_rejected_before_any_call(
@@ -104,9 +106,9 @@ def test_oversize_body_rejected_before_any_call(
     t = SQSTransport(endpoint_url=fault_proxy.url, max_body_size=1000)
     with pytest.raises(MessageTooLarge) as info:
         t.send(unique_name, [b"x" * 10, b"y" * 1001, b"z" * 10])
-    assert (1001, 1000) == (info.value.size, info.value.limit)
-    assert [] == fault_proxy.actions("SendMessageBatch")
-    assert (0, 0) == visible_count(sqs_client, url)
+    assert (info.value.size, info.value.limit) == (1001, 1000)
+    assert fault_proxy.actions("SendMessageBatch") == []
+    assert visible_count(sqs_client, url) == (0, 0)
 
 
 def test_batches_split_by_bytes_and_entries(
@@ -120,7 +122,7 @@ def test_batches_split_by_bytes_and_entries(
     t.send(unique_name, bodies, headers={"k": "vv"})  # + 1 + 6 + 2 bytes of attributes
     calls = fault_proxy.actions("SendMessageBatch")
     sizes = [sum(wire_size(e) for e in call["Entries"]) for call in calls]
-    assert [3] * 8 + [1] == [len(call["Entries"]) for call in calls]
+    assert [len(call["Entries"]) for call in calls] == [3] * 8 + [1]
     assert all(size <= 1000 for size in sizes)
     assert sorted(bodies) == sorted(d.body for d in receive_all(t, unique_name, 25))
 
@@ -132,7 +134,7 @@ def test_batches_of_small_bodies_hold_ten_entries(
     make_queue(unique_name)
     t = SQSTransport(endpoint_url=fault_proxy.url)
     t.send(unique_name, [b"{}"] * 23)
-    assert [10, 10, 3] == [len(c["Entries"]) for c in fault_proxy.actions("SendMessageBatch")]
+    assert [len(c["Entries"]) for c in fault_proxy.actions("SendMessageBatch")] == [10, 10, 3]
 
 
 def test_send_partial_failure_is_retried(
@@ -145,7 +147,7 @@ def test_send_partial_failure_is_retried(
     bodies = [b'{"i": %d}' % i for i in range(5)]
     t.send(unique_name, bodies)
     calls = fault_proxy.actions("SendMessageBatch")
-    assert [5, 2] == [len(c["Entries"]) for c in calls]
+    assert [len(c["Entries"]) for c in calls] == [5, 2]
     assert sorted(bodies) == sorted(d.body for d in receive_all(t, unique_name, 5))
 
 
@@ -156,14 +158,13 @@ def test_send_partial_failure_that_persists_raises_send_error(
     were sent."""
     make_queue(unique_name)
     t = SQSTransport(endpoint_url=fault_proxy.url, retry_delay=0.01, send_retries=2)
-    fault_proxy.fail_entries("SendMessageBatch", [0], times=1)
-    fault_proxy.fail_entries("SendMessageBatch", [0, 1], times=2)
+    fault_proxy.fail_entries("SendMessageBatch", [0, 1], times=3)
     bodies = [b'{"i": %d}' % i for i in range(4)]
     with pytest.raises(SendError) as info:
         t.send(unique_name, bodies)
     # First call fails index 0 and 1 of [0..3]; the retries carry [0, 1] and fail both again.
-    assert (0, 1) == info.value.failed
-    assert 3 == len(fault_proxy.actions("SendMessageBatch"))
+    assert info.value.failed == (0, 1)
+    assert len(fault_proxy.actions("SendMessageBatch")) == 3
     assert sorted(bodies[2:]) == sorted(d.body for d in receive_all(t, unique_name, 2))
 
 
@@ -176,9 +177,9 @@ def test_delete_batch_partial_failure_is_retried(
     t.send(unique_name, [b"{}"] * 4)
     got = receive_all(t, unique_name, 4)
     fault_proxy.fail_entries("DeleteMessageBatch", [0, 2])
-    assert [None] * 4 == t.ack_many(got)
-    assert [4, 2] == [len(c["Entries"]) for c in fault_proxy.actions("DeleteMessageBatch")]
-    assert (0, 0) == visible_count(sqs_client, url)
+    assert t.ack_many(got) == [None] * 4
+    assert [len(c["Entries"]) for c in fault_proxy.actions("DeleteMessageBatch")] == [4, 2]
+    assert visible_count(sqs_client, url) == (0, 0)
 
 
 def test_delete_batch_failure_is_never_counted_done(
@@ -192,7 +193,7 @@ def test_delete_batch_failure_is_never_counted_done(
     outcomes = transport.ack_many([good, forged])
     assert None is outcomes[0]
     assert isinstance(outcomes[1], LeaseExpired)
-    assert (0, 0) == visible_count(sqs_client, url)
+    assert visible_count(sqs_client, url) == (0, 0)
 
 
 def test_ack_with_invalid_handle_raises_lease_expired(
@@ -215,13 +216,13 @@ def test_nack_delays_and_release_does_not(
     (first,) = receive_all(transport, unique_name, 1)
     transport.release(first)
     (second,) = transport.receive(unique_name, wait=0, lease=30)
-    assert 2 == second.receive_count
+    assert second.receive_count == 2
     started = time.monotonic()
     transport.nack(second, delay=2)
-    assert [] == transport.receive(unique_name, wait=1, lease=30)
+    assert transport.receive(unique_name, wait=1, lease=30) == []
     (third,) = wait_for(lambda: transport.receive(unique_name, wait=1, lease=30), timeout=10)
     assert time.monotonic() - started >= 1.5
-    assert 3 == third.receive_count
+    assert third.receive_count == 3
 
 
 def test_extend_lease_keeps_message_hidden(
@@ -233,7 +234,7 @@ def test_extend_lease_keeps_message_hidden(
     (d,) = transport.receive(unique_name, wait=1, lease=1)
     transport.extend_lease(d, 4)
     time.sleep(1.5)
-    assert [] == transport.receive(unique_name, wait=0, lease=30)
+    assert transport.receive(unique_name, wait=0, lease=30) == []
 
 
 def test_extend_lease_past_twelve_hours_raises_lease_expired(
@@ -260,7 +261,7 @@ def test_binary_body_roundtrip(
     transport.send(unique_name, bodies)
     got = receive_all(transport, unique_name, 3)
     assert sorted(bodies) == sorted(d.body for d in got)
-    assert [{}, {}, {}] == [dict(d.headers) for d in got]
+    assert [dict(d.headers) for d in got] == [{}, {}, {}]
 
 
 def test_fifo_group_from_event_field_and_dedup_from_event_id(
@@ -279,8 +280,8 @@ def test_fifo_group_from_event_field_and_dedup_from_event_id(
         MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
     )
     messages = response["Messages"]
-    assert 1 == len(messages)
-    assert "myapp.jobs.done" == messages[0]["Attributes"]["MessageGroupId"]
+    assert len(messages) == 1
+    assert messages[0]["Attributes"]["MessageGroupId"] == "myapp.jobs.done"
     assert event["header"]["id"] == messages[0]["Attributes"]["MessageDeduplicationId"]
 
 
@@ -289,15 +290,15 @@ def test_redrive_policy_names_the_dead_letter_queue(
 ) -> None:
     """A queue's redrive policy gives its dead-letter queue and maxReceiveCount."""
     dlq = make_queue(unique_name + "-dlq")
-    arn = sqs_client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     make_queue(
         unique_name, RedrivePolicy=f'{{"deadLetterTargetArn": "{arn}", "maxReceiveCount": "3"}}'
     )
     make_queue(unique_name + "-plain")
     assert unique_name + "-dlq" == transport.dead_letter_topic(unique_name)
-    assert 3 == transport.max_receive_count(unique_name)
+    assert transport.max_receive_count(unique_name) == 3
     assert transport.capabilities_for(unique_name).native_dead_letter
     assert unique_name + "-plain-dead-letter" == transport.dead_letter_topic(unique_name + "-plain")
     assert None is transport.max_receive_count(unique_name + "-plain")
@@ -321,7 +322,7 @@ def test_dead_letter_keeps_reason_and_deletes_original(
         dead.receive_count,
         dead.topic,
     )
-    assert (0, 0) == visible_count(sqs_client, url)
+    assert visible_count(sqs_client, url) == (0, 0)
 
 
 def test_dead_letter_without_queue_raises_topic_not_found(
@@ -334,7 +335,7 @@ def test_dead_letter_without_queue_raises_topic_not_found(
     (d,) = receive_all(transport, unique_name, 1)
     with pytest.raises(TopicNotFound):
         transport.dead_letter(d, "reason")
-    assert (0, 1) == visible_count(sqs_client, url)
+    assert visible_count(sqs_client, url) == (0, 1)
 
 
 def test_dead_letter_headers_reach_the_queue(
@@ -347,9 +348,7 @@ def test_dead_letter_headers_reach_the_queue(
     t.send(unique_name, [b"{}"])
     (d,) = receive_all(t, unique_name, 1)
     t.dead_letter(d, "because")
-    (message,) = sqs_client.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])[
-        "Messages"
-    ]
+    (message,) = sqs_client.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])["Messages"]
     attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
     assert {REASON_HEADER: "because", SOURCE_TOPIC_HEADER: unique_name, ATTEMPTS_HEADER: "1"} == (
         attributes
@@ -365,8 +364,8 @@ def test_throttling_is_retried_then_succeeds(
     t.queue_url(unique_name)
     fault_proxy.error("SendMessageBatch", "ThrottlingException", times=1)
     t.send(unique_name, [b"{}"])
-    assert 2 == len(fault_proxy.actions("SendMessageBatch"))
-    assert 1 == len(receive_all(t, unique_name, 1))
+    assert len(fault_proxy.actions("SendMessageBatch")) == 2
+    assert len(receive_all(t, unique_name, 1)) == 1
 
 
 def test_throttling_that_persists_raises_throttled_error(
@@ -374,14 +373,14 @@ def test_throttling_that_persists_raises_throttled_error(
 ) -> None:
     """Throttling beyond the retries raises ThrottledError, chained to botocore's error."""
     make_queue(unique_name)
-    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 2})
+    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 1})
     t = SQSTransport(endpoint_url=fault_proxy.url, config=config)
     t.queue_url(unique_name)
     fault_proxy.error("SendMessageBatch", "ThrottlingException", times=5)
     with pytest.raises(ThrottledError) as info:
         t.send(unique_name, [b"{}"])
     assert isinstance(info.value.__cause__, botocore.exceptions.ClientError)
-    assert 2 == len(fault_proxy.actions("SendMessageBatch"))
+    assert len(fault_proxy.actions("SendMessageBatch")) == 2
 
 
 def test_unreachable_endpoint_raises_connection_error(unique_name: str) -> None:
@@ -391,7 +390,11 @@ def test_unreachable_endpoint_raises_connection_error(unique_name: str) -> None:
         port = s.getsockname()[1]
     config = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1)
     t = SQSTransport(
-        endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1", config=config
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=config,
     )
     with pytest.raises(TransportConnectionError):
         t.send(unique_name, [b"{}"])
@@ -443,7 +446,30 @@ def test_no_secret_in_repr_errors_or_logs(
         t.send(unique_name, [b"{}"])
     texts += [str(partial.value), repr(partial.value)]
     balog_logs = [r.getMessage() for r in caplog.records if r.name.startswith("balog")]
-    all_logs = caplog.text
-    assert [] == [x for x in texts + balog_logs if CANARY_KEY in x or CANARY_SECRET in x]
-    assert CANARY_SECRET not in all_logs
+    assert [x for x in texts + balog_logs if CANARY_KEY in x or CANARY_SECRET in x] == []
     assert "The key *** with secret *** is not valid" in str(auth.value)
+
+
+def test_secret_never_logged_in_normal_traffic(
+    sqs_endpoint: str,
+    make_queue: Callable[..., str],
+    unique_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With every logger at DEBUG (botocore's included), sending, receiving, failing and
+    deleting never log the secret key."""
+    caplog.set_level(logging.DEBUG)
+    make_queue(unique_name)
+    t = SQSTransport(
+        endpoint_url=sqs_endpoint,
+        region="us-east-1",
+        aws_access_key_id=CANARY_KEY,
+        aws_secret_access_key=CANARY_SECRET,
+    )
+    t.send(unique_name, [b"{}"])
+    (d,) = receive_all(t, unique_name, 1)
+    t.ack(d)
+    with pytest.raises(TopicNotFound) as info:
+        t.send(unique_name + "-missing", [b"{}"])
+    assert CANARY_SECRET not in caplog.text
+    assert CANARY_KEY not in str(info.value) + repr(t)
