@@ -253,8 +253,8 @@ class SQSEngine(TransportEngine):
         return super()._failed(delivery, consumer, exc)
 
     def close(self) -> None:
-        pollers = self._pollers
         super().close()
-        if pollers is not None:
-            # An abandoned long poll ends within ``wait`` and releases what it brought back.
-            pollers.shutdown(wait=True)
+        if self._pollers is not None:
+            # A long poll abandoned by stop() ends within ``wait`` seconds and releases what it
+            # brought back; the interpreter waits for it at exit rather than strand messages.
+            self._pollers.shutdown(wait=False)
