@@ -3,6 +3,7 @@ clean stops, old events, and no secret in its repr or logs."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -137,7 +138,7 @@ def test_failing_consumer_retried_with_growing_delay_then_dead_lettered(
     SQSTransport(endpoint_url=sqs_endpoint).send(unique_name, [body])
     with running(engine):
         (dead,) = dead_letter_messages(sqs_client, dlq, 1)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert len(attempts) == 3
     assert gaps[0] >= 0.9
     assert gaps[1] >= 1.9
