@@ -68,7 +68,6 @@ PAYLOAD_SCHEMA_GROUP = "balog.payload_schemas"
 Validator: TypeAlias = Callable[[Any], Any]
 
 
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -122,7 +121,17 @@ def _explain(schema: Mapping[str, Any], instance: Any, prefix: str) -> tuple[str
     import jsonschema
 
     validator = jsonschema.Draft7Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    errors = list(validator.iter_errors(instance))
+    # Report in document order (envelope before header before payload), shallowest first, so
+    # the message names the first thing a reader of the event would need to fix.
+    order = {"schema": 1, "header": 2, "payload": 3}
+    errors.sort(
+        key=lambda e: (
+            order.get(str(e.absolute_path[0]), 4) if e.absolute_path else 0,
+            len(e.absolute_path),
+        )
+    )
+    error = jsonschema.exceptions.best_match(errors[:1]) if errors else None
     if error is None:  # the compiled validator and jsonschema disagree; say so plainly
         return "rejected by the compiled validator", prefix or None
     parts = [prefix] if prefix else []
@@ -324,7 +333,7 @@ def decode(
         raise DecodeError(f"not valid UTF-8 (byte {exc.start})") from exc
     except ValueError as exc:  # JSONDecodeError, int digit limit, NaN/Infinity
         text = str(exc)
-        if "recursion" in text.lower():
+        if "recursion" in text.lower() or "depth" in text.lower():
             raise EventTooDeep(f"nesting deeper than the limit of {max_depth}") from exc
         if "utf-8" in text.lower():
             raise DecodeError("not valid UTF-8") from exc
