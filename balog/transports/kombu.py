@@ -598,23 +598,28 @@ class KombuTransport(Transport):
         lease: float | None = None,
     ) -> list[Delivery]:
         session = self._session()
+        deadline = time.monotonic() + max(wait, 0.0)
+        deliveries: list[Delivery] = []
         with session.lock:
-            try:
-                self._release_held(session, due_only=True)
-                stream = session.stream(topic)
-                self._fill(session, stream, max_messages, max(wait, 0.0))
-            except TransportError:
-                raise
-            except Exception as exc:
-                if self._is_connection_error(exc):
-                    session.drop_consumers()
-                raise self._error(f"receiving from {topic!r}", exc) from exc
-            deliveries: list[Delivery] = []
-            while stream.buffer and len(deliveries) < max_messages:
-                message = stream.buffer.popleft()
-                delivery = self._delivery(session, stream, message, lease)
-                if delivery is not None:
-                    deliveries.append(delivery)
+            while not deliveries:
+                try:
+                    self._release_held(session, due_only=True)
+                    stream = session.stream(topic)
+                    self._fill(session, stream, max_messages, max(0.0, deadline - time.monotonic()))
+                except TransportError:
+                    raise
+                except Exception as exc:
+                    if self._is_connection_error(exc):
+                        session.drop_consumers()
+                    raise self._error(f"receiving from {topic!r}", exc) from exc
+                if not stream.buffer:
+                    break
+                while stream.buffer and len(deliveries) < max_messages:
+                    message = stream.buffer.popleft()
+                    delivery = self._delivery(session, stream, message, lease)
+                    if delivery is not None:
+                        deliveries.append(delivery)
+                # Only quarantined messages so far: keep going, there may be more behind them.
             vt = self.visibility_timeout
             if deliveries and vt is not None and lease is not None and abs(lease - vt) > 0.001:
                 self._set_leases(deliveries, lease)
@@ -919,7 +924,7 @@ class KombuTransport(Transport):
     def size(self, topic: str) -> int:
         """Messages ready on ``topic`` (not counting those delivered and not yet acked)."""
         with self._admin_channel(f"sizing {topic!r}") as channel:
-            declared = self._queue(topic)(channel).queue_declare(passive=True)
+            declared = self._queue(topic)(channel).queue_declare()
             return int(declared.message_count)
 
     # -- closing --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from balog.transports.kombu import KombuTransport
 kombu = pytest.importorskip("kombu")
 
 METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 1}]}
-LOG = {"cls_type": "log", "message": "hello"}
+LOG = {"cls_type": "log", "severity": "info", "message": "hello"}
 CANARY = "CanaryPassw0rd-9f3e"
 
 
@@ -84,10 +84,10 @@ class Recorder:
         hub = ConsumerHub()
         topic = "{env}"
         hub.add_consumer(
-            Consumer(lambda s, e: self.record("metrics_v0", e), topic, "metrics", "<1.0", "m0")
+            Consumer(lambda s, e: self.record("metrics_v0", e), topic, "metrics", "<0.2", "m0")
         )
         hub.add_consumer(
-            Consumer(lambda s, e: self.record("metrics_v1", e), topic, "metrics", ">=1.0", "m1")
+            Consumer(lambda s, e: self.record("metrics_v1", e), topic, "metrics", ">=0.2", "m1")
         )
         hub.add_consumer(Consumer(lambda s, e: self.record("logs", e), topic, "log", None, "logs"))
         return hub
@@ -156,16 +156,16 @@ def test_routes_by_cls_type_and_version_and_acks_after_success(
             topic,
             [
                 body(METRICS, ident="m-old"),
-                body(METRICS, schema="1.0.0", ident="m-new"),
+                body(METRICS, schema="0.2.0", ident="m-new"),
                 body(LOG, ident="log-1"),
             ],
         )
-        assert 3 == engine.drain(raise_errors=True, timeout=20)
-        assert ["m-old"] == recorder.ids("metrics_v0")
-        assert ["m-new"] == recorder.ids("metrics_v1")
-        assert ["log-1"] == recorder.ids("logs")
-        assert 0 == engine.kombu_transport.size(topic)
-        assert 3 == engine.stats()[topic].processed
+        assert engine.drain(raise_errors=True, timeout=20) == 3
+        assert recorder.ids("metrics_v0") == ["m-old"]
+        assert recorder.ids("metrics_v1") == ["m-new"]
+        assert recorder.ids("logs") == ["log-1"]
+        assert engine.kombu_transport.size(topic) == 0
+        assert engine.stats()[topic].processed == 3
 
 
 def test_retry_then_dead_letter_with_reason(
@@ -178,17 +178,15 @@ def test_retry_then_dead_letter_with_reason(
         engine.transport.send(topic, [body(METRICS, ident="doomed")])
         assert wait_for(lambda: len(engine.transport.dead_letters(topic)) == 1)
     [letter] = engine.transport.dead_letters(topic)
-    assert 3 == recorder.calls
+    assert recorder.calls == 3
     assert "ValueError: boom on doomed" in letter.reason
     assert "after 3 attempts" in letter.reason
-    assert 3 == letter.receive_count
+    assert letter.receive_count == 3
     assert body(METRICS, ident="doomed")[:20] == letter.body[:20]
-    assert 0 == engine.kombu_transport.size(topic)
+    assert engine.kombu_transport.size(topic) == 0
 
 
-def test_retry_succeeds_on_a_later_attempt(
-    broker_url: str, topic: str, recorder: Recorder
-) -> None:
+def test_retry_succeeds_on_a_later_attempt(broker_url: str, topic: str, recorder: Recorder) -> None:
     """A message whose consumer failed once comes back with a higher receive count and is
     processed; nothing is dead-lettered."""
     failures: list[str] = []
@@ -205,8 +203,8 @@ def test_retry_succeeds_on_a_later_attempt(
     with engine, running(engine):
         engine.transport.send(topic, [body(LOG, ident="flaky")])
         assert wait_for(lambda: recorder.ids("logs") == ["flaky"])
-    assert [] == engine.transport.dead_letters(topic)
-    assert 1 == engine.stats()[topic].retried
+    assert engine.transport.dead_letters(topic) == []
+    assert engine.stats()[topic].retried == 1
 
 
 def test_malformed_messages_are_quarantined(
@@ -218,9 +216,9 @@ def test_malformed_messages_are_quarantined(
         engine.transport.send(topic, [b"\xff not json", b'{"schema": "0.1.0"}'])
         engine.drain(timeout=20)
         letters = engine.transport.dead_letters(topic)
-    assert 2 == len(letters)
+    assert len(letters) == 2
     assert all(letter.reason.startswith("invalid event") for letter in letters)
-    assert 0 == recorder.calls
+    assert recorder.calls == 0
 
 
 def test_pickle_and_yaml_are_never_deserialised(
@@ -257,12 +255,12 @@ def test_pickle_and_yaml_are_never_deserialised(
         engine.drain(timeout=20)
         letters = engine.transport.dead_letters(topic)
     assert not sentinel.exists()
-    assert 0 == recorder.calls
+    assert recorder.calls == 0
     reasons = sorted(letter.reason for letter in letters)
-    assert [
+    assert reasons == [
         "content type 'application/x-python-serialize' is not accepted (accepted: json)",
         "content type 'application/x-yaml' is not accepted (accepted: json)",
-    ] == reasons
+    ]
     assert pickled in [letter.body for letter in letters]
 
 
@@ -280,9 +278,7 @@ def test_a_consumer_that_raised_never_ends_the_worker(
     assert [f"good-{i}" for i in range(5)] == sorted(recorder.ids("logs"))
 
 
-def test_stop_returns_prefetched_messages(
-    broker_url: str, topic: str, recorder: Recorder
-) -> None:
+def test_stop_returns_prefetched_messages(broker_url: str, topic: str, recorder: Recorder) -> None:
     """Stopping finishes the event in hand and gives every prefetched one back to the queue."""
     recorder.delay = 0.05
     engine = make_engine(broker_url, topic, recorder, prefetch=100, batch_size=10)
@@ -293,7 +289,7 @@ def test_stop_returns_prefetched_messages(
         done = len(recorder.ids("logs"))
         assert done < 40
         assert wait_for(lambda: engine.kombu_transport.size(topic) == 40 - done)
-        assert [] == engine.transport.dead_letters(topic)
+        assert engine.transport.dead_letters(topic) == []
 
 
 def kill_connections(url: str) -> None:
@@ -352,13 +348,13 @@ def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
     engine sets visibility_timeout to its lease and extends it; the message is handled once."""
     recorder.delay = 2.5
     engine = make_engine(redis_url, unique_name, recorder, lease=1.0, concurrency=2)
-    assert 1.0 == engine.kombu_transport.visibility_timeout
+    assert engine.kombu_transport.visibility_timeout == 1.0
     try:
         with engine, running(engine):
             engine.transport.send(unique_name, [body(LOG, ident="slow")])
             assert wait_for(lambda: recorder.ids("logs") == ["slow"])
             time.sleep(1.5)  # would a restored copy be picked up by the second worker?
-        assert 1 == recorder.calls
+        assert recorder.calls == 1
     finally:
         with KombuTransport(redis_url) as transport:
             transport.delete(unique_name)
@@ -379,9 +375,9 @@ def test_create_engine_and_settings_build_the_kombu_engine(broker_url: str, topi
     with engine, from_settings:
         assert isinstance(engine, KombuEngine)
         assert isinstance(from_settings, KombuEngine)
-        assert 7 == engine.kombu_transport.prefetch
-        assert 20 == from_settings.kombu_transport.prefetch
-        assert 2 == from_settings.max_attempts
+        assert engine.kombu_transport.prefetch == 7
+        assert from_settings.kombu_transport.prefetch == 20
+        assert from_settings.max_attempts == 2
         assert {topic: hub.consumers} == {t: list(c) for t, c in from_settings.routes().items()}
 
 
@@ -396,7 +392,7 @@ def test_password_never_appears_in_reprs_errors_or_logs(
     refused = f"amqp://guest:{CANARY}@127.0.0.1:1//"
     redis_url = f"redis://:{CANARY}@127.0.0.1:1/0"
     engine = KombuEngine(hub, url=wrong, max_retries=0, connect_timeout=2)
-    assert "KombuTransport(url='amqp://guest:**@127.0.0.1:5672//')" == repr(engine.transport)
+    assert repr(engine.transport) == "KombuTransport(url='amqp://guest:**@127.0.0.1:5672//')"
     assert CANARY not in repr(engine)
     errors: list[BaseException] = []
     with pytest.raises(AuthenticationError) as auth:
@@ -420,7 +416,9 @@ def test_password_never_appears_in_reprs_errors_or_logs(
     assert caplog.records  # the retries were logged, without the password
 
 
-def test_held_retry_is_republished_when_the_session_closes(redis_url: str, unique_name: str) -> None:
+def test_held_retry_is_republished_when_the_session_closes(
+    redis_url: str, unique_name: str
+) -> None:
     """On Redis a delayed retry is held unacked; closing the session republishes it with its
     attempt counted instead of losing or forgetting it."""
     transport = KombuTransport(redis_url)
@@ -428,11 +426,11 @@ def test_held_retry_is_republished_when_the_session_closes(redis_url: str, uniqu
         transport.send(unique_name, [body(LOG, ident="held")])
         [delivery] = _receive_one(transport, unique_name)
         transport.nack(delivery, delay=60.0)
-        assert [] == transport.receive(unique_name, wait=0.2)
+        assert transport.receive(unique_name, wait=0.2) == []
         transport.close_thread()
         [again] = _receive_one(transport, unique_name)
-        assert 2 == again.receive_count
-        assert "1" == again.headers[ATTEMPTS_HEADER]
+        assert again.receive_count == 2
+        assert again.headers[ATTEMPTS_HEADER] == "1"
         assert REASON_HEADER not in again.headers
         transport.ack(again)
     finally:
