@@ -169,6 +169,10 @@ class SchemaRegistry:
             "metrics": _load_schema("payload-metrics.json"),
         }
         self._compiled: dict[tuple[str, str | int], Validator] = {}
+        # The hot path: the facility validator by schema version string, and the payload
+        # validator (None: no schema) by cls_type, each found with one dict lookup.
+        self._by_version: dict[str, tuple[Validator, dict[str, Any]]] = {}
+        self._by_cls_type: dict[str, tuple[Validator, dict[str, Any]] | None] = {}
         self._load_entry_points = load_entry_points
         self._entry_points_loaded = not load_entry_points
 
@@ -181,10 +185,12 @@ class SchemaRegistry:
         compiled = _compile(schema)
         self._payload[cls_type] = dict(schema)
         self._compiled[("payload", cls_type)] = compiled
+        self._by_cls_type.clear()
 
     def unregister(self, cls_type: str) -> None:
         self._payload.pop(cls_type, None)
         self._compiled.pop(("payload", cls_type), None)
+        self._by_cls_type.clear()
 
     def payload_schema(self, cls_type: str) -> dict[str, Any] | None:
         self._ensure_entry_points()
@@ -220,15 +226,7 @@ class SchemaRegistry:
             compiled = self._compiled[(kind, key)] = _compile(schema)
         return compiled
 
-    def validate(self, event: Any) -> None:
-        """Raise an :class:`~balog.exceptions.InvalidEvent` if ``event`` is not a valid event."""
-        import fastjsonschema
-
-        if not isinstance(event, dict):
-            raise DecodeError("not a JSON object")
-        version = event.get("schema")
-        if not isinstance(version, str):
-            raise InvalidEvent("missing or not a string", field="schema")
+    def _facility_for(self, version: str) -> tuple[Validator, dict[str, Any]]:
         major = _major(version)
         facility = None if major is None else self._facility.get(major)
         if facility is None:
@@ -237,20 +235,52 @@ class SchemaRegistry:
                 f"version {clip(version, 40)!r} is not supported (balog reads {supported})",
                 field="schema",
             )
+        found = (self._validator("facility", major, facility), facility)  # type: ignore[arg-type]
+        if len(self._by_version) < 1024:  # versions come off the wire: bound the cache
+            self._by_version[version] = found
+        return found
+
+    def _payload_for(self, cls_type: str) -> tuple[Validator, dict[str, Any]] | None:
+        schema = self.payload_schema(cls_type)
+        found = None if schema is None else (self._validator("payload", cls_type, schema), schema)
+        if len(self._by_cls_type) < 1024:  # cls_types come off the wire: bound the cache
+            self._by_cls_type[cls_type] = found
+        return found
+
+    def validate(self, event: Any) -> None:
+        """Raise an :class:`~balog.exceptions.InvalidEvent` if ``event`` is not a valid event."""
+        if not isinstance(event, dict):
+            raise DecodeError("not a JSON object")
+        version = event.get("schema")
+        if not isinstance(version, str):
+            raise InvalidEvent("missing or not a string", field="schema")
+        facility = self._by_version.get(version) or self._facility_for(version)
         try:
-            self._validator("facility", major, facility)(event)  # type: ignore[arg-type]
-        except fastjsonschema.JsonSchemaException as exc:
-            message, field = _explain(facility, event, "")
+            facility[0](event)
+        except _compiled_error() as exc:
+            message, field = _explain(facility[1], event, "")
             raise InvalidEvent(message, field=field) from exc
         payload = event["payload"]
-        schema = self.payload_schema(payload["cls_type"])
-        if schema is None:
+        cls_type = payload["cls_type"]
+        if cls_type in self._by_cls_type:
+            found = self._by_cls_type[cls_type]
+        else:
+            found = self._payload_for(cls_type)
+        if found is None:
             return
         try:
-            self._validator("payload", payload["cls_type"], schema)(payload)
-        except fastjsonschema.JsonSchemaException as exc:
-            message, field = _explain(schema, payload, "payload")
+            found[0](payload)
+        except _compiled_error() as exc:
+            message, field = _explain(found[1], payload, "payload")
             raise InvalidPayload(message, field=field) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_error() -> type[Exception]:
+    import fastjsonschema
+
+    error: type[Exception] = fastjsonschema.JsonSchemaException
+    return error
 
 
 default_registry = SchemaRegistry()
