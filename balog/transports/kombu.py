@@ -646,8 +646,9 @@ class KombuTransport(Transport):
                     connection.drain_events(timeout=min(remaining, 1.0))
                 except TimeoutError:
                     pass
-        # Take what has already arrived without waiting for more.
-        while stream.buffer and len(stream.buffer) < max_messages:
+        # Take what has already arrived without waiting for more. Only AMQP pushes a prefetch
+        # window at once; kombu's virtual transports fetch one message per poll round trip.
+        while self._amqp and stream.buffer and len(stream.buffer) < max_messages:
             before = len(stream.buffer)
             try:
                 connection.drain_events(timeout=0)
