@@ -158,8 +158,31 @@ class _Stream:
     topic: str
     channel: Any
     consumer: Any
+    session: _Session
     buffer: deque[Any] = dataclasses.field(default_factory=deque)
     alive: bool = True
+    # AMQP only: delivery tags received and not yet settled, and acks not yet sent. Acks are sent
+    # together (one basic.ack with multiple=True where the tags allow) at the next receive.
+    deferred: bool = False
+    outstanding: set[int] = dataclasses.field(default_factory=set)
+    acks: list[int] = dataclasses.field(default_factory=list)
+
+    def received(self, message: Any) -> None:
+        self.buffer.append(message)
+        if self.deferred:
+            self.outstanding.add(message.delivery_tag)
+
+    def flush_acks(self) -> None:
+        """Send the acks held back; raises the backend's error when the channel is gone."""
+        if not self.acks:
+            return
+        acks, self.acks = self.acks, []
+        top = max(acks)
+        if not self.outstanding or min(self.outstanding) > top:
+            self.channel.basic_ack(top, multiple=True)
+        else:
+            for tag in acks:
+                self.channel.basic_ack(tag)
 
 
 class _Session:
@@ -193,14 +216,20 @@ class _Session:
         channel = connection.channel()
         try:
             queue = self.owner._queue(topic)
-            stream = _Stream(topic=topic, channel=channel, consumer=None)
+            stream = _Stream(
+                topic=topic,
+                channel=channel,
+                consumer=None,
+                session=self,
+                deferred=self.owner._amqp,
+            )
             consumer = kombu.Consumer(
                 channel,
                 queues=[queue],
                 no_ack=False,
                 accept=list(self.owner.accept),
-                on_message=stream.buffer.append,
-                on_decode_error=lambda message, exc: stream.buffer.append(message),
+                on_message=stream.received,
+                on_decode_error=lambda message, exc: stream.received(message),
                 auto_declare=True,
             )
             consumer.qos(prefetch_count=self.owner.prefetch)
@@ -218,6 +247,7 @@ class _Session:
         for stream in self.streams.values():
             stream.alive = False
             stream.buffer.clear()
+            stream.acks.clear()
         self.streams.clear()
         connection, self.connection = self.connection, None
         if connection is not None:
@@ -227,6 +257,8 @@ class _Session:
     def close_stream(self, stream: _Stream) -> None:
         """Give back everything buffered, then close the channel (the broker requeues the rest)."""
         self.streams.pop(stream.topic, None)
+        with contextlib.suppress(Exception):
+            stream.flush_acks()
         stream.alive = False
         while stream.buffer:
             message = stream.buffer.popleft()
@@ -605,6 +637,7 @@ class KombuTransport(Transport):
                 try:
                     self._release_held(session, due_only=True)
                     stream = session.stream(topic)
+                    stream.flush_acks()
                     self._fill(session, stream, max_messages, max(0.0, deadline - time.monotonic()))
                 except TransportError:
                     raise
@@ -722,42 +755,53 @@ class KombuTransport(Transport):
 
     # -- settling -------------------------------------------------------------------------------
 
-    def _settle(self, delivery: Delivery, what: str, action: Callable[[Any], None]) -> None:
+    def _settle(self, delivery: Delivery, what: str, action: Callable[[_Handle], None]) -> None:
         handle = delivery.handle
         if not isinstance(handle, _Handle):
             raise TransportError(f"{what}: not a delivery of this transport")
-        session = self._session_of(handle)
-        with session.lock if session is not None else contextlib.nullcontext():
+        session = handle.stream.session
+        with session.lock:
             if not handle.stream.alive:
                 raise LeaseExpired(
                     f"{what} of message {delivery.message_id}: its connection was lost; the "
                     "broker delivers it again"
                 )
             try:
-                action(handle.message)
+                action(handle)
             except TransportError:
                 raise
             except Exception as exc:
-                if self._is_connection_error(exc) and session is not None:
+                if self._is_connection_error(exc):
                     session.drop_consumers()
                     raise LeaseExpired(
                         self._scrub(f"{what} of message {delivery.message_id} failed: {exc}")
                     ) from exc
                 raise self._error(f"{what} of message {delivery.message_id}", exc) from exc
 
-    def _session_of(self, handle: _Handle) -> _Session | None:
-        with self._sessions_lock:
-            for session in self._sessions:
-                if session.streams.get(handle.stream.topic) is handle.stream:
-                    return session
-        return None
-
     def ack(self, delivery: Delivery) -> None:
-        self._settle(delivery, "ack", lambda message: message.ack())
+        """Ack the message. On AMQP the ack is sent with the others of its batch (one
+        ``basic.ack`` with ``multiple``), at the next receive from the topic by the same thread or
+        when that thread's session closes: a crash before then redelivers the batch."""
+        self._settle(delivery, "ack", self._ack)
+
+    @staticmethod
+    def _ack(handle: _Handle) -> None:
+        stream = handle.stream
+        if stream.deferred:
+            tag = handle.message.delivery_tag
+            stream.outstanding.discard(tag)
+            stream.acks.append(tag)
+        else:
+            handle.message.ack()
 
     def release(self, delivery: Delivery) -> None:
         """Requeue the message as it was: the release does not count as an attempt."""
-        self._settle(delivery, "release", lambda message: message.requeue())
+        self._settle(delivery, "release", self._requeue)
+
+    @staticmethod
+    def _requeue(handle: _Handle) -> None:
+        handle.stream.outstanding.discard(handle.message.delivery_tag)
+        handle.message.requeue()
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         handle = delivery.handle
@@ -768,7 +812,7 @@ class KombuTransport(Transport):
         headers = dict(handle.headers)
         headers[ATTEMPTS_HEADER] = str(delivery.receive_count)
         headers.pop("redelivered", None)
-        session = self._session_of(handle) or self._session()
+        session = handle.stream.session
         with session.lock:
             if delay > 0 and self._amqp:
                 ms = _delay_bucket(delay)
