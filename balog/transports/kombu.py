@@ -264,6 +264,11 @@ class _Session:
             message = stream.buffer.popleft()
             with contextlib.suppress(Exception):
                 message.requeue()
+        if self.owner.scheme == "memory":
+            # kombu's memory transport drops unacked messages when their channel closes; give
+            # them back, as every other broker does for a receiver that goes away.
+            with contextlib.suppress(Exception):
+                stream.channel.qos.restore_unacked()
         with contextlib.suppress(Exception):
             stream.channel.close()
 
@@ -638,7 +643,12 @@ class KombuTransport(Transport):
                     self._release_held(session, due_only=True)
                     stream = session.stream(topic)
                     stream.flush_acks()
-                    self._fill(session, stream, max_messages, max(0.0, deadline - time.monotonic()))
+                    remaining = max(0.0, deadline - time.monotonic())
+                    if session.held:
+                        # Wake when a held retry is due: republished late, Redis would restore
+                        # the original too (a duplicate whose receive count did not grow).
+                        remaining = min(remaining, max(0.0, session.held[0][0] - time.monotonic()))
+                    self._fill(session, stream, max_messages, remaining)
                 except TransportError:
                     raise
                 except Exception as exc:
@@ -646,6 +656,8 @@ class KombuTransport(Transport):
                         session.drop_consumers()
                     raise self._error(f"receiving from {topic!r}", exc) from exc
                 if not stream.buffer:
+                    if session.held and time.monotonic() < deadline:
+                        continue
                     break
                 while stream.buffer and len(deliveries) < max_messages:
                     message = stream.buffer.popleft()

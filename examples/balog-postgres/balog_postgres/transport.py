@@ -273,9 +273,7 @@ class PostgresTransport(Transport):
             for row_id, body, row_headers, count, token in rows
         ]
 
-    def _settle(
-        self, operation: str, query: sql.Composed, delivery: Delivery, *extra: Any
-    ) -> None:
+    def _settle(self, operation: str, query: sql.Composed, delivery: Delivery, *extra: Any) -> None:
         row_id, token = delivery.handle
         with self._session(operation) as conn:
             rowcount = conn.execute(query, (*extra, row_id, token)).rowcount
