@@ -21,8 +21,6 @@ from balog.transports.memory import MemoryBroker, MemoryTransport
 class TestMemoryTransport(TransportConformance):
     """The reference semantics: the memory transport on the generic TransportEngine."""
 
-    lease = 0.5
-
     @pytest.fixture(autouse=True)
     def _broker(self) -> None:
         self.broker = MemoryBroker()

@@ -277,3 +277,41 @@ def test_backend_choice_builds_a_named_transport_engine() -> None:
     with pytest.raises(ConfigurationError, match="memory-by-name-does-not-exist"):
         engine(hub)
     assert isinstance(BackendChoice().create_engine(hub), TransportEngine)
+
+
+def test_public_names_are_pinned() -> None:
+    """balog.testing's public API; a change here is a change to the documented test API."""
+    import balog.testing
+    import balog.testing.conformance
+
+    assert sorted(balog.testing.__all__) == sorted(
+        [
+            "ENGINE_ENV",
+            "OPTIONS_ENV",
+            "URL_ENV",
+            "BackendChoice",
+            "CapturedEvents",
+            "CapturingHandler",
+            "EngineHarness",
+            "Processed",
+            "capture_events",
+            "drain",
+            "parse_options",
+            "run_until",
+            "wait_for_dead_letters",
+            "wait_for_events",
+        ]
+    )
+    for name in balog.testing.__all__:
+        assert hasattr(balog.testing, name), name
+    assert balog.testing.conformance.__all__ == ["TransportConformance"]
+
+
+def test_importing_balog_testing_does_not_import_pytest() -> None:
+    """capture_events and the helpers work without pytest: the package does not import it."""
+    import subprocess
+    import sys
+
+    code = "import sys, balog.testing; assert 'pytest' not in sys.modules, 'pytest imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
