@@ -37,6 +37,7 @@ setup(
     ],
     extras_require=extras,
     entry_points={
+        "console_scripts": ["balog = balog.cli:main"],
         "balog.engines": [
             "memory = balog.engines.memory:MemoryEngine",
             "sqs = balog.engines.sqs:SQSEngine",

@@ -72,6 +72,8 @@ def test_two_consumers_one_producer_exactly_once(
     database = str(tmp_path / "shared.sqlite3")
     ledgers = [tmp_path / "ledger-a.txt", tmp_path / "ledger-b.txt"]
     consumers = [processes.start("consume", database, unique_name, str(p)) for p in ledgers]
+    # Each consumer creates its ledger as it starts: wait for both, so that both get a share.
+    assert wait_for(lambda: all(p.exists() for p in ledgers), timeout=30.0)
     producer = processes.start("produce", database, unique_name, "0", str(total))
     assert processes.finish(producer, timeout=60.0)[0] == 0
 
@@ -121,3 +123,32 @@ def test_killed_consumer_loses_nothing(
     assert sorted(set(processed)) == list(range(total))
     # Only what the victim held when it died may run twice: at most one batch.
     assert len(processed) - total <= 10
+
+
+def test_sigterm_finishes_in_flight_and_releases_the_rest(
+    tmp_path: Path, unique_name: str, processes: Processes
+) -> None:
+    """A consumer stopped by SIGTERM mid-run loses nothing and leaves nothing to run twice."""
+    total = 300
+    database = str(tmp_path / "term.sqlite3")
+    first_ledger, second_ledger = tmp_path / "first.txt", tmp_path / "second.txt"
+    producer = processes.start("produce", database, unique_name, "0", str(total))
+    assert processes.finish(producer, timeout=60.0)[0] == 0
+    first = processes.start("consume", database, unique_name, str(first_ledger), "30", "0.01")
+    assert wait_for(lambda: len(read_ledger(first_ledger)) >= 30, timeout=20.0)
+    first.send_signal(signal.SIGTERM)
+    code, err = processes.finish(first)
+    assert code == 0, err
+    stopped_at = len(read_ledger(first_ledger))
+    with SQLiteTransport(database) as transport:
+        # Released, not left leased: the rest is available at once, with a 30 s lease unspent.
+        assert (transport.in_flight(unique_name), transport.size(unique_name)) == (
+            0,
+            total - stopped_at,
+        )
+    second = processes.start("consume", database, unique_name, str(second_ledger))
+    assert wait_for(lambda: stopped_at + len(read_ledger(second_ledger)) >= total, timeout=30.0)
+    second.send_signal(signal.SIGTERM)
+    assert processes.finish(second)[0] == 0
+    processed = read_ledger(first_ledger) + read_ledger(second_ledger)
+    assert sorted(processed) == list(range(total))

@@ -347,6 +347,35 @@ def test_options_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         SQLiteTransport(url="postgres://x")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lease": -1},
+        {"max_body_size": 0},
+        {"poll_interval": 0},
+        {"poll_interval": 0.1, "max_poll_interval": 0.05},
+        {"timeout": -1},
+        {"retries": -1},
+        {"synchronous": "sometimes"},
+        {"no_such_option": 1},
+    ],
+)
+def test_bad_options_are_configuration_errors(tmp_path: Path, options: dict[str, Any]) -> None:
+    """A bad or unknown option is a ConfigurationError when the transport is built by name."""
+    with pytest.raises(ConfigurationError):
+        create_transport("sqlite", path=str(tmp_path / "x.sqlite3"), **options)
+
+
+def test_synchronous_full_is_applied(tmp_path: Path, unique_name: str) -> None:
+    """synchronous='full' sets the pragma on the transport's connections, WAL stays on."""
+    with SQLiteTransport(tmp_path / "full.sqlite3", synchronous="full") as t:
+        t.send(unique_name, [b"x"])
+        conn = t._connections[0]
+        modes = (conn.execute("PRAGMA synchronous").fetchone()[0],)
+        modes += (conn.execute("PRAGMA journal_mode").fetchone()[0],)
+    assert modes == (2, "wal")
+
+
 def test_close_is_idempotent(tmp_path: Path, unique_name: str) -> None:
     """close() can be called twice; the closed transport refuses work with a balog error."""
     t = SQLiteTransport(tmp_path / "c.sqlite3")
