@@ -17,7 +17,8 @@ keeping) comes from :class:`~balog.engines.base.TransportEngine`. On top, for SQ
 - long polling up to 20 s that does not delay :meth:`stop`: the wait runs beside the worker,
   and a poll that returns after the stop releases what it got at once;
 - the deletes of a received batch go out together in ``DeleteMessageBatch`` calls (each entry
-  checked), at most a second after each message was processed;
+  checked), after the message that follows in the batch, or within a second; meanwhile the
+  processed messages stay leased;
 - a queue's redrive policy is respected: a failing message is dead-lettered, with its reason, on
   its ``maxReceiveCount``-th receive if that comes before ``max_attempts``, to the policy's
   dead-letter queue, before SQS would move it there without one;
@@ -186,6 +187,12 @@ class SQSEngine(TransportEngine):
         if pending is None:
             return super()._settle(delivery, outcome)
         pending.append((delivery, outcome, time.monotonic()))
+        # Until its delete goes out the message stays leased: the lease keeper extends it while
+        # the next consumer of the batch runs, however long that takes. Its last extension is
+        # unknown here, so it is due for one at the keeper's next round.
+        if delivery.lease is not None:
+            with self._lock:
+                self._in_flight[id(delivery)] = (delivery, time.monotonic() - delivery.lease / 2)
         return outcome
 
     def _process_batch(
@@ -214,6 +221,8 @@ class SQSEngine(TransportEngine):
     def _flush(self, pending: _Pending) -> None:
         if not pending:
             return
+        for delivery, _, _ in pending:
+            self._untrack(delivery)
         outcomes = self.transport.ack_many([d for d, _, _ in pending])
         for (delivery, outcome, _), error in zip(pending, outcomes, strict=True):
             if error is None:

@@ -271,6 +271,9 @@ class SQSTransport(Transport):
             detail = self._scrub(str(exc.response.get("Error", {}).get("Message") or ""))
             message = f"{where} failed: {_error_code(exc)}: {detail}"
             if codes & _NOT_FOUND:
+                if topic is not None:  # deleted since it was resolved: resolve it afresh
+                    self._urls.pop(topic, None)
+                    self._redrive.pop(topic, None)
                 raise TopicNotFound(
                     f"{where} failed: the queue does not exist (create it, or pass "
                     "create_queues=True)"

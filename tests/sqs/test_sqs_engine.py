@@ -404,3 +404,34 @@ def test_engine_repr_and_logs_hold_no_secret(
     assert any("could not dead-letter" in line for line in balog_logs)
     assert [t for t in texts + balog_logs if CANARY_KEY in t or CANARY_SECRET in t] == []
     assert CANARY_SECRET not in caplog.text
+
+
+def test_processed_message_keeps_its_lease_while_the_next_one_runs(
+    sqs_endpoint: str, make_queue: Callable[..., str], sqs_client: Any, unique_name: str
+) -> None:
+    """A processed message whose delete waits for the rest of its batch is kept leased while a
+    slow consumer runs on the next message: a second engine never gets it."""
+    url = make_queue(unique_name)
+    first: list[int] = []
+    second: list[int] = []
+
+    def slow_second(event: dict[str, Any]) -> None:
+        n = event["payload"]["values"][0]["value"]
+        first.append(n)
+        if n == 1:
+            time.sleep(4.5)
+
+    SQSTransport(endpoint_url=sqs_endpoint).send(unique_name, [event_body(0), event_body(1)])
+    wait_for(lambda: visible_count(sqs_client, url) == (2, 0))
+    engine = engine_for(sqs_endpoint, hub_for(unique_name, slow_second), lease=2, wait=0)
+    other = engine_for(
+        sqs_endpoint,
+        hub_for(unique_name, lambda e: second.append(e["payload"]["values"][0]["value"])),
+        lease=2,
+    )
+    with running(engine):
+        wait_for(lambda: len(first) == 2)
+        with running(other):
+            wait_for(lambda: engine.stats()[unique_name].processed == 2, timeout=15)
+    assert (sorted(first), second) == ([0, 1], [])
+    assert visible_count(sqs_client, url) == (0, 0)

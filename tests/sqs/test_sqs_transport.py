@@ -98,6 +98,22 @@ def test_queue_url_is_resolved_once(
     assert len(fault_proxy.actions("GetQueueUrl")) == 1
 
 
+def test_deleted_queue_is_resolved_afresh(
+    sqs_endpoint: str, make_queue: Callable[..., str], sqs_client: Any, unique_name: str
+) -> None:
+    """A queue deleted after its URL was cached raises TopicNotFound, and with create_queues
+    the next send creates it again."""
+    url = make_queue(unique_name)
+    t = SQSTransport(endpoint_url=sqs_endpoint)
+    t.send(unique_name, [b"{}"])
+    sqs_client.delete_queue(QueueUrl=url)
+    with pytest.raises(TopicNotFound):
+        t.send(unique_name, [b"{}"])
+    t.create_queues = True
+    t.send(unique_name, [b'{"again": 1}'])
+    assert [d.body for d in receive_all(t, unique_name, 1)] == [b'{"again": 1}']
+
+
 def test_oversize_body_rejected_before_any_call(
     fault_proxy: FaultProxy, make_queue: Callable[..., str], sqs_client: Any, unique_name: str
 ) -> None:
