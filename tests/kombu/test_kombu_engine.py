@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, create_engine, engine_from_settings
 from balog.engines.kombu import KombuEngine
@@ -168,6 +169,36 @@ def test_routes_by_cls_type_and_version_and_acks_after_success(
         assert engine.stats()[topic].processed == 3
 
 
+def test_producer_events_reach_the_engine(broker_url: str, topic: str, recorder: Recorder) -> None:
+    """get_logger(...).info(...) through balog.configure('kombu', url=...) reaches the consumer."""
+    balog.configure("kombu", "{env}", topic_vars={"env": topic}, url=broker_url)
+    balog.get_logger("app.jobs").info("done", payload=METRICS)
+    assert balog.flush(10)
+    engine = make_engine(broker_url, topic, recorder)
+    with engine:
+        assert wait_for(lambda: engine.drain(timeout=5) > 0 or bool(recorder.ids("metrics_v0")))
+    [ident] = recorder.ids("metrics_v0")
+    assert len(ident) > 0
+    assert engine.stats()[topic].processed == 1
+
+
+def test_nack_with_delay_comes_back_after_the_delay(broker_url: str, topic: str) -> None:
+    """nack(delay=...) keeps the message away for the delay, then it returns counted."""
+    with KombuTransport(broker_url) as transport:
+        transport.send(topic, [body(LOG, ident="later")])
+        [first] = _receive_one(transport, topic)
+        nacked_at = time.monotonic()
+        transport.nack(first, delay=0.6)
+        assert transport.receive(topic, wait=0.2) == []
+        [again] = _receive_one(transport, topic)
+        waited = time.monotonic() - nacked_at
+        transport.ack(again)
+        transport.close_thread()
+    assert again.receive_count == 2
+    assert again.body == first.body
+    assert waited >= 0.5
+
+
 def test_retry_then_dead_letter_with_reason(
     broker_url: str, topic: str, recorder: Recorder
 ) -> None:
@@ -306,7 +337,11 @@ def kill_connections(url: str) -> None:
 
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
 def test_server_side_disconnect_mid_stream_loses_nothing(
-    broker: str, request: pytest.FixtureRequest, unique_name: str, recorder: Recorder
+    broker: str,
+    request: pytest.FixtureRequest,
+    unique_name: str,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The broker closes every connection mid-stream; the engine reconnects and every event is
     still processed at least once, including events published after the cut."""
@@ -324,6 +359,10 @@ def test_server_side_disconnect_mid_stream_loses_nothing(
             kill_connections(url)
             engine.transport.send(topic, [body(LOG, ident=i) for i in sent[100:]])
             assert wait_for(lambda: set(recorder.ids("logs")) == set(sent), timeout=40)
+        # The cut reached the engine: a receive failed, and it carried on.
+        assert any(
+            r.name == "balog.engine" and "receive from" in r.getMessage() for r in caplog.records
+        )
     finally:
         with KombuTransport(url) as transport:
             transport.delete(topic)
