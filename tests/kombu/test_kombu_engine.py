@@ -323,15 +323,45 @@ def test_stop_returns_prefetched_messages(broker_url: str, topic: str, recorder:
         assert engine.transport.dead_letters(topic) == []
 
 
-def kill_connections(url: str) -> None:
-    """Close every client connection from the server side."""
+def named(url: str, name: str) -> dict[str, Any]:
+    """Transport options that name every connection, so a test can cut only its own."""
     if url.startswith("amqp"):
-        subprocess.run(["rabbitmqctl", "close_all_connections", "test"], check=True, timeout=60)
-    else:
-        import redis
+        return {"client_properties": {"connection_name": name}}
+    return {"client_name": name}
 
-        client = redis.Redis.from_url(url)
-        client.client_kill_filter(_type="normal", skipme=True)
+
+def kill_connections(url: str, name: str) -> int:
+    """Close, from the server side, every client connection named ``name``; return how many."""
+    if url.startswith("amqp"):
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "pid",
+                "client_properties",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        pids = [line.split("\t")[0] for line in listed.stdout.splitlines() if name in line]
+        for pid in pids:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "balog test"], check=True, timeout=60
+            )
+        return len(pids)
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+        for ident in ids:
+            client.client_kill_filter(_id=ident)
+        return len(ids)
+    finally:
         client.close()
 
 
@@ -343,21 +373,24 @@ def test_server_side_disconnect_mid_stream_loses_nothing(
     recorder: Recorder,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The broker closes every connection mid-stream; the engine reconnects and every event is
-    still processed at least once, including events published after the cut."""
+    """The broker closes the engine's connections mid-stream; the engine reconnects and every
+    event is still processed at least once, including events published after the cut."""
     url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
     if broker == "amqp" and not _rabbitmqctl_works():
         pytest.skip("rabbitmqctl cannot reach the broker")
     topic = unique_name
-    recorder.delay = 0.005
-    engine = make_engine(url, topic, recorder, prefetch=20, lease=5.0)
-    sent = [f"e{i}" for i in range(150)]
+    recorder.delay = 0.02
+    engine = make_engine(
+        url, topic, recorder, prefetch=20, lease=5.0, transport_options=named(url, topic)
+    )
+    sent = [f"e{i}" for i in range(250)]
     try:
         with engine, running(engine):
-            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[:100]])
-            assert wait_for(lambda: len(recorder.ids("logs")) >= 20)
-            kill_connections(url)
-            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[100:]])
+            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[:200]])
+            assert wait_for(lambda: len(recorder.ids("logs")) >= 10)
+            assert kill_connections(url, topic) >= 2  # the consumer's and the publisher's
+            assert len(set(recorder.ids("logs"))) < 200  # the cut came mid-stream
+            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[200:]])
             assert wait_for(lambda: set(recorder.ids("logs")) == set(sent), timeout=40)
         # The cut reached the engine: a receive failed, and it carried on.
         assert any(
