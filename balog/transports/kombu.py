@@ -200,6 +200,9 @@ class _Session:
         self.confirm = _Confirms()
         self.held: list[tuple[float, int, _Handle]] = []
         self.seq = itertools.count()
+        # Message ids: unique per session, cheaper than a uuid4 per message.
+        self.id_prefix = uuid.uuid4().hex[:16] + "-"
+        self.ids = itertools.count(1)
 
     # -- consuming ------------------------------------------------------------------------------
 
@@ -585,7 +588,7 @@ class KombuTransport(Transport):
                 content_encoding="utf-8",
                 delivery_mode=PERSISTENT,
                 headers=dict(headers),
-                message_id=uuid.uuid4().hex,
+                message_id=f"{session.id_prefix}{next(session.ids):x}",
                 retry=False,
             )
 
