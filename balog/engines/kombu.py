@@ -20,6 +20,8 @@ engine died comes back about one lease later.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +31,11 @@ from balog.exceptions import ConfigurationError
 from balog.transports.kombu import KombuTransport, is_redis_url
 
 __all__ = ["KombuEngine"]
+
+logger = logging.getLogger("balog.engine")
+
+ACK_FLUSH_INTERVAL = 0.2
+"""Seconds between sweeps that send acks a worker holds back while it runs a long handler."""
 
 
 class KombuEngine(TransportEngine):
@@ -73,6 +80,7 @@ class KombuEngine(TransportEngine):
             connect_timeout=connect_timeout,
             max_retries=max_retries,
             max_body_size=max_body_size,
+            batch_acks=True,
         )
         super().__init__(
             hub,
@@ -87,6 +95,27 @@ class KombuEngine(TransportEngine):
 
     def __repr__(self) -> str:
         return f"KombuEngine(url={self.url!r}, hub={self.hub!r})"
+
+    def run(self) -> None:
+        # Acks are batched (see KombuTransport.batch_acks); this thread sends the ones a worker
+        # still holds while it runs a long handler, so none waits more than a fraction of a second.
+        done = threading.Event()
+        flusher = threading.Thread(
+            target=self._flush_acks, args=(done,), name="balog-ack-flusher", daemon=True
+        )
+        flusher.start()
+        try:
+            super().run()
+        finally:
+            done.set()
+            flusher.join()
+
+    def _flush_acks(self, done: threading.Event) -> None:
+        while not done.wait(ACK_FLUSH_INTERVAL):
+            try:
+                self.kombu_transport.flush_acks(min_age=ACK_FLUSH_INTERVAL)
+            except Exception:  # never let the flusher die; acks also go at the next receive
+                logger.exception("flushing held acks failed")
 
     def _worker(self, topic: str, consumers: list[Consumer]) -> None:
         try:

@@ -70,12 +70,14 @@ class Recorder:
         self.fail: Callable[[dict[str, Any]], bool] = lambda event: False
         self.calls = 0
         self.delay = 0.0
+        self.pause: Callable[[dict[str, Any]], object] = lambda event: None
 
     def record(self, name: str, event: dict[str, Any]) -> None:
         with self.lock:
             self.calls += 1
         if self.delay:
             time.sleep(self.delay)
+        self.pause(event)
         if self.fail(event):
             raise ValueError(f"boom on {event['header']['id']}")
         with self.lock:
@@ -429,6 +431,64 @@ def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
         assert recorder.calls == 1
     finally:
         with KombuTransport(redis_url) as transport:
+            transport.delete(unique_name)
+
+
+def _unacked(url: str, topic: str, prefix: str) -> int:
+    if url.startswith("amqp"):
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        for line in listed.stdout.splitlines():
+            name, _, count = line.partition("\t")
+            if name == topic:
+                return int(count)
+        return -1
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.zcard(prefix + "unacked_index"))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
+def test_batched_acks_are_sent_while_a_long_handler_runs(
+    broker: str, request: pytest.FixtureRequest, unique_name: str, recorder: Recorder
+) -> None:
+    """The engine holds acks back to send them together, but not while a worker is busy with a
+    long handler: the ack of an earlier message reaches the broker during that handler."""
+    url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
+    if broker == "amqp" and not _rabbitmqctl_works():
+        pytest.skip("rabbitmqctl cannot reach the broker")
+    prefix = f"{unique_name}:"
+    options = {"global_keyprefix": prefix} if broker == "redis" else {}
+    release = threading.Event()
+    recorder.pause = lambda event: event["header"]["id"] == "slow" and release.wait(30)
+    engine = make_engine(url, unique_name, recorder, transport_options=options)
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="fast"), body(LOG, ident="slow")])
+            assert wait_for(lambda: recorder.calls == 2)
+            try:
+                assert wait_for(lambda: _unacked(url, unique_name, prefix) == 1, timeout=10)
+            finally:
+                release.set()
+            assert wait_for(lambda: recorder.ids("logs") == ["fast", "slow"])
+    finally:
+        with KombuTransport(url, transport_options=options) as transport:
             transport.delete(unique_name)
 
 
