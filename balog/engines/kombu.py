@@ -44,8 +44,8 @@ class KombuEngine(TransportEngine):
     ``url`` is the kombu URL (``amqp://``, ``redis://``, ``memory://``, ...). ``prefetch`` is how
     many unacked messages each worker's consumer may hold (default: ``max(100, batch_size)``).
     ``transport_options``, ``confirm_publish``, ``heartbeat``, ``connect_timeout``,
-    ``max_retries`` and ``max_body_size`` go to the transport; every other option
-    (``max_attempts``, ``backoff``, ``batch_size``, ``lease``, ``concurrency``, ...) to
+    ``max_retries``, ``max_body_size`` and ``queue_arguments`` go to the transport; every other
+    option (``max_attempts``, ``backoff``, ``batch_size``, ``lease``, ``concurrency``, ...) to
     :class:`~balog.engines.base.TransportEngine`.
     """
 
@@ -62,6 +62,7 @@ class KombuEngine(TransportEngine):
         connect_timeout: float = 5.0,
         max_retries: int = 3,
         max_body_size: int | None = None,
+        queue_arguments: Mapping[str, Any] | None = None,
         batch_size: int = 10,
         lease: float = 30.0,
         **options: Any,
@@ -81,6 +82,7 @@ class KombuEngine(TransportEngine):
             max_retries=max_retries,
             max_body_size=max_body_size,
             batch_acks=True,
+            queue_arguments=queue_arguments,
         )
         super().__init__(
             hub,

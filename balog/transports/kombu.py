@@ -384,7 +384,8 @@ class KombuTransport(Transport):
     ``batch_acks``: hold acks back and send them together (one ``basic.ack`` with ``multiple``
     on AMQP, one pipeline on Redis) at the thread's next receive, at :meth:`flush_acks` or when
     the session closes; a crash before then redelivers them. Off by default; the kombu engine
-    turns it on and flushes held acks within a fraction of a second.
+    turns it on and flushes held acks within a fraction of a second. ``queue_arguments``: AMQP
+    arguments of the topic and dead-letter queues (``{"x-queue-type": "quorum"}``, ...).
     """
 
     def __init__(
@@ -401,6 +402,7 @@ class KombuTransport(Transport):
         max_body_size: int | None = None,
         accept: Sequence[str] = ACCEPTED_CONTENT_TYPES,
         batch_acks: bool = False,
+        queue_arguments: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ConfigurationError("url must be a kombu URL such as amqp://host//")
@@ -431,6 +433,7 @@ class KombuTransport(Transport):
         self.confirm_timeout = confirm_timeout
         self.accept = tuple(accept)
         self.batch_acks = batch_acks
+        self.queue_arguments = dict(queue_arguments or {})
         self.visibility_timeout: float | None = None
         if self._redis:
             self.visibility_timeout = float(
@@ -529,6 +532,8 @@ class KombuTransport(Transport):
         return connection
 
     def _queue(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        if arguments is None:
+            arguments = self.queue_arguments
         return kombu.Queue(
             name,
             exchange=kombu.Exchange(""),

@@ -492,6 +492,27 @@ def test_batched_acks_are_sent_while_a_long_handler_runs(
             transport.delete(unique_name)
 
 
+def test_quorum_queues_through_queue_arguments(
+    rabbitmq_url: str, unique_name: str, recorder: Recorder
+) -> None:
+    """queue_arguments declare the topic and dead-letter queues as RabbitMQ quorum queues;
+    processing, delayed retries and dead letters work on them as on classic queues."""
+    recorder.fail = lambda event: event["header"]["id"] == "bad"
+    quorum = {"x-queue-type": "quorum"}
+    engine = make_engine(
+        rabbitmq_url, unique_name, recorder, queue_arguments=quorum, max_attempts=2
+    )
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="good"), body(LOG, ident="bad")])
+            assert wait_for(lambda: len(engine.transport.dead_letters(unique_name)) == 1)
+        assert recorder.ids("logs") == ["good"]
+        assert recorder.calls == 3
+    finally:
+        with KombuTransport(rabbitmq_url, queue_arguments=quorum) as transport:
+            transport.delete(unique_name)
+
+
 def test_create_engine_and_settings_build_the_kombu_engine(broker_url: str, topic: str) -> None:
     """create_engine('kombu', url=...) and engine_from_settings both give a KombuEngine."""
     hub = Recorder().hub()
