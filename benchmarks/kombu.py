@@ -173,9 +173,13 @@ def _interleaved(
 ) -> tuple[float, float]:
     a: list[float] = []
     b: list[float] = []
-    for _ in range(repeat):  # interleaved, so that a noisy neighbour hits both alike
-        a.append(ours())
-        b.append(theirs())
+    for n in range(repeat):  # interleaved, and in turn first, so that noise hits both alike
+        if n % 2:
+            b.append(theirs())
+            a.append(ours())
+        else:
+            a.append(ours())
+            b.append(theirs())
     return median(a), median(b)
 
 

@@ -20,6 +20,8 @@ engine died comes back about one lease later.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,11 @@ from balog.transports.kombu import KombuTransport, is_redis_url
 
 __all__ = ["KombuEngine"]
 
+logger = logging.getLogger("balog.engine")
+
+ACK_FLUSH_INTERVAL = 0.2
+"""Seconds between sweeps that send acks a worker holds back while it runs a long handler."""
+
 
 class KombuEngine(TransportEngine):
     """A :class:`~balog.engines.base.TransportEngine` on a broker reached through kombu.
@@ -37,8 +44,8 @@ class KombuEngine(TransportEngine):
     ``url`` is the kombu URL (``amqp://``, ``redis://``, ``memory://``, ...). ``prefetch`` is how
     many unacked messages each worker's consumer may hold (default: ``max(100, batch_size)``).
     ``transport_options``, ``confirm_publish``, ``heartbeat``, ``connect_timeout``,
-    ``max_retries`` and ``max_body_size`` go to the transport; every other option
-    (``max_attempts``, ``backoff``, ``batch_size``, ``lease``, ``concurrency``, ...) to
+    ``max_retries``, ``max_body_size`` and ``queue_arguments`` go to the transport; every other
+    option (``max_attempts``, ``backoff``, ``batch_size``, ``lease``, ``concurrency``, ...) to
     :class:`~balog.engines.base.TransportEngine`.
     """
 
@@ -55,6 +62,7 @@ class KombuEngine(TransportEngine):
         connect_timeout: float = 5.0,
         max_retries: int = 3,
         max_body_size: int | None = None,
+        queue_arguments: Mapping[str, Any] | None = None,
         batch_size: int = 10,
         lease: float = 30.0,
         **options: Any,
@@ -73,6 +81,8 @@ class KombuEngine(TransportEngine):
             connect_timeout=connect_timeout,
             max_retries=max_retries,
             max_body_size=max_body_size,
+            batch_acks=True,
+            queue_arguments=queue_arguments,
         )
         super().__init__(
             hub,
@@ -87,6 +97,27 @@ class KombuEngine(TransportEngine):
 
     def __repr__(self) -> str:
         return f"KombuEngine(url={self.url!r}, hub={self.hub!r})"
+
+    def run(self) -> None:
+        # Acks are batched (see KombuTransport.batch_acks); this thread sends the ones a worker
+        # still holds while it runs a long handler, so none waits more than a fraction of a second.
+        done = threading.Event()
+        flusher = threading.Thread(
+            target=self._flush_acks, args=(done,), name="balog-ack-flusher", daemon=True
+        )
+        flusher.start()
+        try:
+            super().run()
+        finally:
+            done.set()
+            flusher.join()
+
+    def _flush_acks(self, done: threading.Event) -> None:
+        while not done.wait(ACK_FLUSH_INTERVAL):
+            try:
+                self.kombu_transport.flush_acks(min_age=ACK_FLUSH_INTERVAL)
+            except Exception:  # never let the flusher die; acks also go at the next receive
+                logger.exception("flushing held acks failed")
 
     def _worker(self, topic: str, consumers: list[Consumer]) -> None:
         try:

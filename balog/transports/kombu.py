@@ -51,6 +51,7 @@ from typing import Any
 
 import kombu as _kombu
 from kombu.exceptions import OperationalError as _KombuOperationalError
+from kombu.transport import virtual as _virtual
 
 from balog._text import clip
 from balog.exceptions import (
@@ -79,6 +80,7 @@ logger = logging.getLogger("balog.transports.kombu")
 
 # kombu ships partial annotations only; treat its API as dynamically typed here.
 kombu: Any = _kombu
+_VirtualQoS: Any = _virtual.QoS
 
 ACCEPTED_CONTENT_TYPES = ("application/json",)
 """Content types a consumer accepts; anything else is dead-lettered without being decoded."""
@@ -89,6 +91,7 @@ DELAY_QUEUE_INFIX = ".balog-delay."
 CONTENT_TYPE = "application/json"
 DEFAULT_PREFETCH = 100
 DEFAULT_REDIS_VISIBILITY_TIMEOUT = 3600.0
+_ACK_DELAY = 0.2  # longest an ack is held back to be sent with others
 _NOWAIT = 0.05  # how long a receive with wait=0 lets messages already on their way arrive
 PERSISTENT = 2
 _AMQP_SCHEMES = {"amqp", "amqps", "pyamqp", "librabbitmq"}
@@ -161,15 +164,31 @@ class _Stream:
     session: _Session
     buffer: deque[Any] = dataclasses.field(default_factory=deque)
     alive: bool = True
-    # AMQP only: delivery tags received and not yet settled, and acks not yet sent. Acks are sent
-    # together (one basic.ack with multiple=True where the tags allow) at the next receive.
-    deferred: bool = False
-    outstanding: set[int] = dataclasses.field(default_factory=set)
-    acks: list[int] = dataclasses.field(default_factory=list)
+    # Acks held back and sent together at the next receive (or when the stream closes):
+    # "amqp": one basic.ack with multiple=True where the tags allow (``outstanding`` holds the tags
+    # received and not yet settled); "redis": one pipeline removing them from kombu's unacked
+    # index; None: each ack is sent at once.
+    deferred: str | None = None
+    outstanding: set[Any] = dataclasses.field(default_factory=set)
+    acks: list[Any] = dataclasses.field(default_factory=list)
+    acks_since: float = 0.0
+    ack_batch: int = 1
+
+    def ack_later(self, tag: Any) -> None:
+        if not self.acks:
+            self.acks_since = time.monotonic()
+        self.outstanding.discard(tag)
+        self.acks.append(tag)
+
+    def acks_due(self) -> bool:
+        """Whether the held acks should go now: enough of them, or held long enough."""
+        return bool(self.acks) and (
+            len(self.acks) >= self.ack_batch or time.monotonic() - self.acks_since >= _ACK_DELAY
+        )
 
     def received(self, message: Any) -> None:
         self.buffer.append(message)
-        if self.deferred:
+        if self.deferred == "amqp":
             self.outstanding.add(message.delivery_tag)
 
     def flush_acks(self) -> None:
@@ -177,6 +196,15 @@ class _Stream:
         if not self.acks:
             return
         acks, self.acks = self.acks, []
+        if self.deferred == "redis":
+            qos = self.channel.qos
+            with qos.pipe_or_acquire() as pipe:
+                for tag in acks:
+                    qos._remove_from_indices(tag, pipe)
+                pipe.execute()
+            for tag in acks:
+                _VirtualQoS.ack(qos, tag)  # kombu's own bookkeeping: frees the prefetch slot
+            return
         top = max(acks)
         if not self.outstanding or min(self.outstanding) > top:
             self.channel.basic_ack(top, multiple=True)
@@ -200,6 +228,9 @@ class _Session:
         self.confirm = _Confirms()
         self.held: list[tuple[float, int, _Handle]] = []
         self.seq = itertools.count()
+        # Message ids: unique per session, cheaper than a uuid4 per message.
+        self.id_prefix = uuid.uuid4().hex[:16] + "-"
+        self.ids = itertools.count(1)
 
     # -- consuming ------------------------------------------------------------------------------
 
@@ -221,7 +252,8 @@ class _Session:
                 channel=channel,
                 consumer=None,
                 session=self,
-                deferred=self.owner._amqp,
+                deferred=self.owner._ack_batching(channel),
+                ack_batch=max(1, min(self.owner.prefetch // 2, 100)),
             )
             consumer = kombu.Consumer(
                 channel,
@@ -354,6 +386,11 @@ class KombuTransport(Transport):
     publish or a connect before :class:`~balog.exceptions.TransportConnectionError`.
     ``confirm_timeout``: seconds to wait for publisher confirms. ``max_body_size``: largest body
     :meth:`send` accepts (``None``: the broker's limit). ``accept``: content types consumed.
+    ``batch_acks``: hold acks back and send them together (one ``basic.ack`` with ``multiple``
+    on AMQP, one pipeline on Redis) at the thread's next receive, at :meth:`flush_acks` or when
+    the session closes; a crash before then redelivers them. Off by default; the kombu engine
+    turns it on and flushes held acks within a fraction of a second. ``queue_arguments``: AMQP
+    arguments of the topic and dead-letter queues (``{"x-queue-type": "quorum"}``, ...).
     """
 
     def __init__(
@@ -369,6 +406,8 @@ class KombuTransport(Transport):
         confirm_timeout: float = 30.0,
         max_body_size: int | None = None,
         accept: Sequence[str] = ACCEPTED_CONTENT_TYPES,
+        batch_acks: bool = False,
+        queue_arguments: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ConfigurationError("url must be a kombu URL such as amqp://host//")
@@ -398,6 +437,8 @@ class KombuTransport(Transport):
         self.max_retries = max_retries
         self.confirm_timeout = confirm_timeout
         self.accept = tuple(accept)
+        self.batch_acks = batch_acks
+        self.queue_arguments = dict(queue_arguments or {})
         self.visibility_timeout: float | None = None
         if self._redis:
             self.visibility_timeout = float(
@@ -496,6 +537,8 @@ class KombuTransport(Transport):
         return connection
 
     def _queue(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        if arguments is None:
+            arguments = self.queue_arguments
         return kombu.Queue(
             name,
             exchange=kombu.Exchange(""),
@@ -590,7 +633,7 @@ class KombuTransport(Transport):
                 content_encoding="utf-8",
                 delivery_mode=PERSISTENT,
                 headers=dict(headers),
-                message_id=uuid.uuid4().hex,
+                message_id=f"{session.id_prefix}{next(session.ids):x}",
                 retry=False,
             )
 
@@ -642,7 +685,8 @@ class KombuTransport(Transport):
                 try:
                     self._release_held(session, due_only=True)
                     stream = session.stream(topic)
-                    stream.flush_acks()
+                    if stream.acks_due():
+                        stream.flush_acks()
                     remaining = max(0.0, deadline - time.monotonic())
                     if session.held:
                         # Wake when a held retry is due: republished late, Redis would restore
@@ -709,6 +753,16 @@ class KombuTransport(Transport):
         except Exception:
             return 0.0
         return 1.0 if getattr(declared, "message_count", 0) else 0.0
+
+    def _ack_batching(self, channel: Any) -> str | None:
+        if not self.batch_acks:
+            return None
+        if self._amqp:
+            return "amqp"
+        qos = getattr(channel, "qos", None) if self._redis else None
+        if isinstance(qos, _VirtualQoS) and hasattr(qos, "_remove_from_indices"):
+            return "redis"
+        return None
 
     def _heartbeats(self) -> bool:
         return self._amqp and bool(self.heartbeat)
@@ -791,18 +845,14 @@ class KombuTransport(Transport):
                 raise self._error(f"{what} of message {delivery.message_id}", exc) from exc
 
     def ack(self, delivery: Delivery) -> None:
-        """Ack the message. On AMQP the ack is sent with the others of its batch (one
-        ``basic.ack`` with ``multiple``), at the next receive from the topic by the same thread or
-        when that thread's session closes: a crash before then redelivers the batch."""
+        """Ack the message (with ``batch_acks``, held back and sent with others)."""
         self._settle(delivery, "ack", self._ack)
 
     @staticmethod
     def _ack(handle: _Handle) -> None:
         stream = handle.stream
         if stream.deferred:
-            tag = handle.message.delivery_tag
-            stream.outstanding.discard(tag)
-            stream.acks.append(tag)
+            stream.ack_later(handle.message.delivery_tag)
         else:
             handle.message.ack()
 
@@ -985,6 +1035,32 @@ class KombuTransport(Transport):
             return int(declared.message_count)
 
     # -- closing --------------------------------------------------------------------------------
+
+    def flush_acks(self, *, min_age: float = 0.0) -> None:
+        """Send the acks held back (``batch_acks``) that are at least ``min_age`` seconds old,
+        in every session that is not busy; the others send theirs at their next receive."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        now = time.monotonic()
+        for session in sessions:
+            if not session.lock.acquire(blocking=False):
+                continue  # busy in a transport call: it sends its own acks at its next receive
+            try:
+                for stream in list(session.streams.values()):
+                    if stream.acks and now - stream.acks_since >= min_age:
+                        try:
+                            stream.flush_acks()
+                        except Exception as exc:
+                            logger.warning(
+                                "acks on %s could not be sent (%s); those messages come back",
+                                stream.topic,
+                                clip(self._scrub(f"{type(exc).__name__}: {exc}")),
+                            )
+                            if self._is_connection_error(exc):
+                                session.drop_consumers()
+                            break
+            finally:
+                session.lock.release()
 
     def close_thread(self) -> None:
         """End the calling thread's session: held retries republished, buffered messages

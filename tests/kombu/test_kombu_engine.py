@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, create_engine, engine_from_settings
 from balog.engines.kombu import KombuEngine
@@ -69,12 +70,14 @@ class Recorder:
         self.fail: Callable[[dict[str, Any]], bool] = lambda event: False
         self.calls = 0
         self.delay = 0.0
+        self.pause: Callable[[dict[str, Any]], object] = lambda event: None
 
     def record(self, name: str, event: dict[str, Any]) -> None:
         with self.lock:
             self.calls += 1
         if self.delay:
             time.sleep(self.delay)
+        self.pause(event)
         if self.fail(event):
             raise ValueError(f"boom on {event['header']['id']}")
         with self.lock:
@@ -166,6 +169,36 @@ def test_routes_by_cls_type_and_version_and_acks_after_success(
         assert recorder.ids("logs") == ["log-1"]
         assert engine.kombu_transport.size(topic) == 0
         assert engine.stats()[topic].processed == 3
+
+
+def test_producer_events_reach_the_engine(broker_url: str, topic: str, recorder: Recorder) -> None:
+    """get_logger(...).info(...) through balog.configure('kombu', url=...) reaches the consumer."""
+    balog.configure("kombu", "{env}", topic_vars={"env": topic}, url=broker_url)
+    balog.get_logger("app.jobs").info("done", payload=METRICS)
+    assert balog.flush(10)
+    engine = make_engine(broker_url, topic, recorder)
+    with engine:
+        assert wait_for(lambda: engine.drain(timeout=5) > 0 or bool(recorder.ids("metrics_v0")))
+    [ident] = recorder.ids("metrics_v0")
+    assert len(ident) > 0
+    assert engine.stats()[topic].processed == 1
+
+
+def test_nack_with_delay_comes_back_after_the_delay(broker_url: str, topic: str) -> None:
+    """nack(delay=...) keeps the message away for the delay, then it returns counted."""
+    with KombuTransport(broker_url) as transport:
+        transport.send(topic, [body(LOG, ident="later")])
+        [first] = _receive_one(transport, topic)
+        nacked_at = time.monotonic()
+        transport.nack(first, delay=0.6)
+        assert transport.receive(topic, wait=0.2) == []
+        [again] = _receive_one(transport, topic)
+        waited = time.monotonic() - nacked_at
+        transport.ack(again)
+        transport.close_thread()
+    assert again.receive_count == 2
+    assert again.body == first.body
+    assert waited >= 0.5
 
 
 def test_retry_then_dead_letter_with_reason(
@@ -292,38 +325,79 @@ def test_stop_returns_prefetched_messages(broker_url: str, topic: str, recorder:
         assert engine.transport.dead_letters(topic) == []
 
 
-def kill_connections(url: str) -> None:
-    """Close every client connection from the server side."""
+def named(url: str, name: str) -> dict[str, Any]:
+    """Transport options that name every connection, so a test can cut only its own."""
     if url.startswith("amqp"):
-        subprocess.run(["rabbitmqctl", "close_all_connections", "test"], check=True, timeout=60)
-    else:
-        import redis
+        return {"client_properties": {"connection_name": name}}
+    return {"client_name": name}
 
-        client = redis.Redis.from_url(url)
-        client.client_kill_filter(_type="normal", skipme=True)
+
+def kill_connections(url: str, name: str) -> int:
+    """Close, from the server side, every client connection named ``name``; return how many."""
+    if url.startswith("amqp"):
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "pid",
+                "client_properties",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        pids = [line.split("\t")[0] for line in listed.stdout.splitlines() if name in line]
+        for pid in pids:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "balog test"], check=True, timeout=60
+            )
+        return len(pids)
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+        for ident in ids:
+            client.client_kill_filter(_id=ident)
+        return len(ids)
+    finally:
         client.close()
 
 
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
 def test_server_side_disconnect_mid_stream_loses_nothing(
-    broker: str, request: pytest.FixtureRequest, unique_name: str, recorder: Recorder
+    broker: str,
+    request: pytest.FixtureRequest,
+    unique_name: str,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The broker closes every connection mid-stream; the engine reconnects and every event is
-    still processed at least once, including events published after the cut."""
+    """The broker closes the engine's connections mid-stream; the engine reconnects and every
+    event is still processed at least once, including events published after the cut."""
     url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
     if broker == "amqp" and not _rabbitmqctl_works():
         pytest.skip("rabbitmqctl cannot reach the broker")
     topic = unique_name
-    recorder.delay = 0.005
-    engine = make_engine(url, topic, recorder, prefetch=20, lease=5.0)
-    sent = [f"e{i}" for i in range(150)]
+    recorder.delay = 0.02
+    engine = make_engine(
+        url, topic, recorder, prefetch=20, lease=5.0, transport_options=named(url, topic)
+    )
+    sent = [f"e{i}" for i in range(250)]
     try:
         with engine, running(engine):
-            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[:100]])
-            assert wait_for(lambda: len(recorder.ids("logs")) >= 20)
-            kill_connections(url)
-            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[100:]])
+            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[:200]])
+            assert wait_for(lambda: len(recorder.ids("logs")) >= 10)
+            assert kill_connections(url, topic) >= 2  # the consumer's and the publisher's
+            assert len(set(recorder.ids("logs"))) < 200  # the cut came mid-stream
+            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[200:]])
             assert wait_for(lambda: set(recorder.ids("logs")) == set(sent), timeout=40)
+        # The cut reached the engine: a receive failed, and it carried on.
+        assert any(
+            r.name == "balog.engine" and "receive from" in r.getMessage() for r in caplog.records
+        )
     finally:
         with KombuTransport(url) as transport:
             transport.delete(topic)
@@ -357,6 +431,85 @@ def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
         assert recorder.calls == 1
     finally:
         with KombuTransport(redis_url) as transport:
+            transport.delete(unique_name)
+
+
+def _unacked(url: str, topic: str, prefix: str) -> int:
+    if url.startswith("amqp"):
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        for line in listed.stdout.splitlines():
+            name, _, count = line.partition("\t")
+            if name == topic:
+                return int(count)
+        return -1
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.zcard(prefix + "unacked_index"))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
+def test_batched_acks_are_sent_while_a_long_handler_runs(
+    broker: str, request: pytest.FixtureRequest, unique_name: str, recorder: Recorder
+) -> None:
+    """The engine holds acks back to send them together, but not while a worker is busy with a
+    long handler: the ack of an earlier message reaches the broker during that handler."""
+    url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
+    if broker == "amqp" and not _rabbitmqctl_works():
+        pytest.skip("rabbitmqctl cannot reach the broker")
+    prefix = f"{unique_name}:"
+    options = {"global_keyprefix": prefix} if broker == "redis" else {}
+    release = threading.Event()
+    recorder.pause = lambda event: event["header"]["id"] == "slow" and release.wait(30)
+    engine = make_engine(url, unique_name, recorder, transport_options=options)
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="fast"), body(LOG, ident="slow")])
+            assert wait_for(lambda: recorder.calls == 2)
+            try:
+                assert wait_for(lambda: _unacked(url, unique_name, prefix) == 1, timeout=10)
+            finally:
+                release.set()
+            assert wait_for(lambda: recorder.ids("logs") == ["fast", "slow"])
+    finally:
+        with KombuTransport(url, transport_options=options) as transport:
+            transport.delete(unique_name)
+
+
+def test_quorum_queues_through_queue_arguments(
+    rabbitmq_url: str, unique_name: str, recorder: Recorder
+) -> None:
+    """queue_arguments declare the topic and dead-letter queues as RabbitMQ quorum queues;
+    processing, delayed retries and dead letters work on them as on classic queues."""
+    recorder.fail = lambda event: event["header"]["id"] == "bad"
+    quorum = {"x-queue-type": "quorum"}
+    engine = make_engine(
+        rabbitmq_url, unique_name, recorder, queue_arguments=quorum, max_attempts=2
+    )
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="good"), body(LOG, ident="bad")])
+            assert wait_for(lambda: len(engine.transport.dead_letters(unique_name)) == 1)
+        assert recorder.ids("logs") == ["good"]
+        assert recorder.calls == 3
+    finally:
+        with KombuTransport(rabbitmq_url, queue_arguments=quorum) as transport:
             transport.delete(unique_name)
 
 
