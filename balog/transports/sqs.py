@@ -552,6 +552,9 @@ class SQSTransport(Transport):
                 WaitTimeSeconds=max(0, min(MAX_WAIT, math.ceil(wait))),
                 VisibilityTimeout=visibility,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                # The older spelling too: some SQS emulators read only that one, and without the
+                # receive count a failing message would be retried for ever.
+                AttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )
         now = time.monotonic()
