@@ -2,8 +2,8 @@
 
 Both run on one moto server started in this process, in the same run, so only the ratio means
 anything (moto is far slower than SQS, and a laptop is not a data centre). moto's cost per call
-grows with the messages a queue holds, so events go in rounds of ``CHUNK``, the queue emptied
-between rounds outside the timing, the same for both sides:
+grows with the messages it holds, so events go in rounds of ``CHUNK``, each on a fresh queue
+deleted afterwards outside the timing, the same for both sides:
 
 - ``sqs produce``: ``SQSTransport.send`` of the events against a loop of ``SendMessageBatch``
   calls of 10 with the same bodies;
@@ -15,6 +15,7 @@ Run ``python -m benchmarks.sqs`` (needs ``balog[sqs]`` and ``moto[server]``).
 
 from __future__ import annotations
 
+import gc
 import socket
 import statistics
 import time
@@ -86,9 +87,11 @@ def _baseline_produce(client: Any, bodies: list[bytes]) -> float:
     elapsed = 0.0
     for chunk in _chunks(bodies):
         _, url = _new_queue(client)
+        gc.collect()
         started = time.perf_counter()
         _fill(client, url, chunk)
         elapsed += time.perf_counter() - started
+        client.delete_queue(QueueUrl=url)
     return len(bodies) / elapsed
 
 
@@ -97,6 +100,7 @@ def _baseline_consume(client: Any, bodies: list[bytes]) -> float:
     for chunk in _chunks(bodies):
         _, url = _new_queue(client)
         _fill(client, url, chunk)
+        gc.collect()
         started = time.perf_counter()
         done = 0
         while done < len(chunk):
@@ -114,6 +118,7 @@ def _baseline_consume(client: Any, bodies: list[bytes]) -> float:
             )
             done += len(messages)
         elapsed += time.perf_counter() - started
+        client.delete_queue(QueueUrl=url)
     return len(bodies) / elapsed
 
 
@@ -123,11 +128,13 @@ def _balog_produce(client: Any, endpoint: str, bodies: list[bytes]) -> float:
     transport = SQSTransport(endpoint_url=endpoint, **_credentials())
     elapsed = 0.0
     for chunk in _chunks(bodies):
-        name, _ = _new_queue(client)
+        name, url = _new_queue(client)
         transport.queue_url(name)  # resolved once, as a running producer would have
+        gc.collect()
         started = time.perf_counter()
         transport.send(name, chunk)
         elapsed += time.perf_counter() - started
+        client.delete_queue(QueueUrl=url)
     transport.close()
     return len(bodies) / elapsed
 
@@ -150,11 +157,13 @@ def _balog_consume(client: Any, endpoint: str, bodies: list[bytes]) -> float:
         engine.transport.queue_url(name)
         _fill(client, url, chunk)
         target = seen + len(chunk)
+        gc.collect()
         started = time.perf_counter()
         while seen < target:
             engine.drain()
         elapsed += time.perf_counter() - started
         engine.close()
+        client.delete_queue(QueueUrl=url)
     if seen != len(bodies):
         raise RuntimeError(f"balog consumed {seen} of {len(bodies)} events")
     return len(bodies) / elapsed

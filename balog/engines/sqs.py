@@ -149,7 +149,10 @@ class SQSEngine(TransportEngine):
         try:
             super().run()
         finally:
+            # A long poll abandoned by stop() ends within ``wait`` seconds and releases what it
+            # brought back; the interpreter waits for it at exit rather than strand messages.
             self._pollers.shutdown(wait=False)
+            self._pollers = None
 
     def _receive(self, topic: str, wait: float) -> list[Delivery]:
         pollers = self._pollers
@@ -260,10 +263,3 @@ class SQSEngine(TransportEngine):
                 f"policy allows {limit})",
             )
         return super()._failed(delivery, consumer, exc)
-
-    def close(self) -> None:
-        super().close()
-        if self._pollers is not None:
-            # A long poll abandoned by stop() ends within ``wait`` seconds and releases what it
-            # brought back; the interpreter waits for it at exit rather than strand messages.
-            self._pollers.shutdown(wait=False)

@@ -552,6 +552,9 @@ class SQSTransport(Transport):
                 WaitTimeSeconds=max(0, min(MAX_WAIT, math.ceil(wait))),
                 VisibilityTimeout=visibility,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                # The older spelling too: some SQS emulators read only that one, and without the
+                # receive count a failing message would be retried for ever.
+                AttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )
         now = time.monotonic()
@@ -660,12 +663,10 @@ class SQSTransport(Transport):
                         f"SQS DeleteMessageBatch on queue {topic!r} kept failing for message "
                         f"{delivery.message_id}: {self._scrub(code)}"
                     )
-            if not retry:
+            if not retry or attempt == self.send_retries:
                 return
             for index, _ in retry.values():
-                outcomes[index] = None if attempt < self.send_retries else outcomes[index]
-            if attempt == self.send_retries:
-                return
+                outcomes[index] = None  # the next attempt decides
             logger.warning(
                 "SQS failed to delete %d message(s) from %s; retrying in %.2fs",
                 len(retry),
