@@ -56,7 +56,9 @@ def _engine(events: int) -> dict[str, Any]:
     payload = {"cls_type": "metrics", "values": [{"name": "n", "value": 0}]}
 
     def chunk(start: int, size: int) -> None:
-        bodies = [encode(new_event("bench.memory", {**payload, "seq": start + i})) for i in range(size)]
+        bodies = [
+            encode(new_event("bench.memory", {**payload, "seq": start + i})) for i in range(size)
+        ]
         transport.send("bench-memory", bodies)
         engine.drain()
 
