@@ -166,10 +166,12 @@ class EventHandler(logging.Handler):
         registry: SchemaRegistry | None = None,
         exit_timeout: float = 5.0,
     ) -> None:
-        super().__init__(level)
         from balog.transports import create_transport
 
+        # Built before logging.Handler.__init__ registers the handler for flushing at shutdown,
+        # so that a transport that cannot be built leaves no half-made handler behind.
         self.transport = create_transport(transport, **dict(transport_options or {}))
+        super().__init__(level)
         self._owns_transport = not isinstance(transport, Transport)
         self.topic = topic.format(**dict(topic_vars or {}))
         self.capture_plain = capture_plain
