@@ -138,8 +138,10 @@ class EventHandler(logging.Handler):
     ``capture_plain`` is true, and are ignored otherwise. balog's own records are never sent.
 
     ``buffer_size`` events wait at most; past that new events are dropped and counted.
-    ``batch_size`` events go per send. A failing send is retried ``max_retries`` times, waiting
-    ``retry_delay`` seconds and doubling. ``validate`` checks events against their schemas before
+    Up to ``batch_size`` events go per ``send``; the transport splits them into its own batch
+    calls (SQS's ten), and fewer, larger sends mean fewer publisher-confirm round trips on AMQP.
+    A failing send is retried ``max_retries`` times, waiting ``retry_delay`` seconds and
+    doubling. ``validate`` checks events against their schemas before
     sending (invalid ones are dropped and counted). At interpreter exit the handler flushes for up
     to ``exit_timeout`` seconds. Works with ``logging.config.dictConfig``::
 
@@ -159,7 +161,7 @@ class EventHandler(logging.Handler):
         application: str | None = None,
         context: Mapping[str, Any] | None = None,
         buffer_size: int = 10_000,
-        batch_size: int = 10,
+        batch_size: int = 100,
         max_retries: int = 3,
         retry_delay: float = 0.2,
         validate: bool = True,

@@ -76,10 +76,10 @@ def _table(rows: list[Row], notes: list[str], header: str) -> str:
                 "-" if met is None else ("yes" if met else "NO"),
             ]
         )
-    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
+    widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
 
     def fmt(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
     out = [header, "", fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out.extend(fmt(line) for line in lines)
@@ -166,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(
-                {"machine": machine, "repeat": repeat, "quick": args.quick, "seconds": elapsed,
-                 "rows": rows, "notes": notes},
+                {
+                    "machine": machine,
+                    "repeat": repeat,
+                    "quick": args.quick,
+                    "seconds": elapsed,
+                    "rows": rows,
+                    "notes": notes,
+                },
                 f,
                 indent=2,
             )

@@ -13,6 +13,7 @@ installed, with a ``solo`` worker in a subprocess timed the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -157,7 +158,10 @@ def _dramatiq(kind: str, url: str, events: int) -> tuple[float | None, float | N
         counter.hit()
 
     actor = dramatiq.actor(
-        work, actor_name=f"work_{queue.replace('-', '_')}", queue_name=queue, broker=broker,
+        work,
+        actor_name=f"work_{queue.replace('-', '_')}",
+        queue_name=queue,
+        broker=broker,
         max_retries=0,
     )
     start = time.perf_counter()
@@ -208,8 +212,18 @@ def _celery_worker(url: str, queue: str, events: int) -> None:
             print(json.dumps({"eps": counter.eps()}), flush=True)
             os._exit(0)
 
-    app.worker_main(["worker", "--pool=solo", "--loglevel=WARNING", "-Q", queue, "--without-gossip",
-                     "--without-mingle", "--without-heartbeat"])
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "-Q",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
 
 
 def _celery(url: str, events: int) -> tuple[float | None, float | None]:
@@ -225,7 +239,10 @@ def _celery(url: str, events: int) -> tuple[float | None, float | None]:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.peers", "celery-worker", url, queue, str(events)],
-            capture_output=True, text=True, timeout=TIME_LIMIT * 2, check=False,
+            capture_output=True,
+            text=True,
+            timeout=TIME_LIMIT * 2,
+            check=False,
         )
         # Celery redirects the worker's stdout into its log, on stderr.
         found = re.findall(r'\{"eps": [^}]*\}', out.stdout + out.stderr)
@@ -256,7 +273,10 @@ def _measure(
 
 def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
     rows: list[Row] = []
-    brokers = [("rabbitmq", AMQP_URL, ("127.0.0.1", 5672)), ("redis", REDIS_URL, ("127.0.0.1", 6379))]
+    brokers = [
+        ("rabbitmq", AMQP_URL, ("127.0.0.1", 5672)),
+        ("redis", REDIS_URL, ("127.0.0.1", 6379)),
+    ]
     for kind, url, (host, port) in brokers:
         if not _reachable(host, port):
             rows.append(row(f"6 peers {kind}", None, f"{kind} not reachable", None))
@@ -265,8 +285,8 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
         theirs: tuple[list[float], list[float]] = ([], [])
         notes = []
         for _ in range(repeat):
-            notes.append(_measure(lambda: _balog(url, events), *ours))
-            notes.append(_measure(lambda: _dramatiq(kind, url, events), *theirs))
+            notes.append(_measure(functools.partial(_balog, url, events), *ours))
+            notes.append(_measure(functools.partial(_dramatiq, kind, url, events), *theirs))
         note = "; ".join(sorted({n for n in notes if n}))
         for i, what in enumerate(("publish", "consume")):
             rows.append(
@@ -287,7 +307,7 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
         cons: list[float] = []
         note = None
         for _ in range(repeat):
-            note = _measure(lambda: _celery(AMQP_URL, events), pubs, cons) or note
+            note = _measure(functools.partial(_celery, AMQP_URL, events), pubs, cons) or note
         for what, values in (("publish", pubs), ("consume", cons)):
             rows.append(
                 row(
