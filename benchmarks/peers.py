@@ -273,6 +273,7 @@ def _measure(
 
 def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
     rows: list[Row] = []
+    balog_rabbitmq: tuple[list[float], list[float]] = ([], [])
     brokers = [
         ("rabbitmq", AMQP_URL, ("127.0.0.1", 5672)),
         ("redis", REDIS_URL, ("127.0.0.1", 6379)),
@@ -288,6 +289,8 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
             notes.append(_measure(functools.partial(_balog, url, events), *ours))
             notes.append(_measure(functools.partial(_dramatiq, kind, url, events), *theirs))
         note = "; ".join(sorted({n for n in notes if n}))
+        if kind == "rabbitmq":
+            balog_rabbitmq = ours
         for i, what in enumerate(("publish", "consume")):
             rows.append(
                 row(
@@ -308,12 +311,12 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
         note = None
         for _ in range(repeat):
             note = _measure(functools.partial(_celery, AMQP_URL, events), pubs, cons) or note
-        for what, values in (("publish", pubs), ("consume", cons)):
+        for i, (what, values) in enumerate((("publish", pubs), ("consume", cons))):
             rows.append(
                 row(
                     f"6 peers rabbitmq {what}",
-                    None,
-                    "celery",
+                    median(balog_rabbitmq[i]) if balog_rabbitmq[i] else None,
+                    "celery (solo worker)",
                     median(values) if values else None,
                     target="",
                     **({"note": f"celery: {note}"} if note and what == "publish" else {}),
