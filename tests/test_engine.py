@@ -325,19 +325,20 @@ def test_backoff_grows_and_is_capped() -> None:
     assert all(9.0 <= jittered.delay(1) <= 11.0 for _ in range(50))
 
 
-def test_lease_keeper_renews_entries_a_subclass_tracked_as_tuples() -> None:
-    """extend_due_leases renews a due delivery whether its in-flight entry is the base's
-    [delivery, since] list or a (delivery, since) tuple a subclass wrote, and its clock restarts."""
+def test_lease_keeper_renews_due_deliveries_and_restarts_their_clock() -> None:
+    """extend_due_leases renews a delivery tracked as due (as the SQS engine tracks processed
+    messages awaiting their batched delete) and leaves a fresh one alone."""
     broker = MemoryBroker()
     MemoryTransport(broker).send("t", [body(), body()])
     engine = MemoryEngine(ConsumerHub([Consumer(lambda e: None, "t")]), broker=broker, lease=10)
-    first, second = engine.transport.receive("t", max_messages=2, wait=0, lease=10)
+    due, fresh = engine.transport.receive("t", max_messages=2, wait=0, lease=10)
     long_ago = time.monotonic() - 60
-    engine._in_flight[id(first)] = [first, long_ago]
-    engine._in_flight[id(second)] = (second, long_ago)
+    engine._track(due, since=long_ago)
+    engine._track(fresh)
+    fresh_since = engine._in_flight[id(fresh)][1]
     engine.extend_due_leases()
-    renewed = {key: entry[1] > long_ago for key, entry in engine._in_flight.items()}
-    assert renewed == {id(first): True, id(second): True}
-    engine.transport.ack(first)
-    engine.transport.ack(second)
+    assert engine._in_flight[id(due)][1] > long_ago
+    assert engine._in_flight[id(fresh)][1] == fresh_since
+    engine.transport.ack(due)
+    engine.transport.ack(fresh)
     assert broker.size("t") == 0

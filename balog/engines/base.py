@@ -186,7 +186,7 @@ class TransportEngine(Engine):
         # In-flight deliveries by id(): [delivery, monotonic time of the last lease renewal].
         # Workers add and remove entries without a lock (single dict operations are atomic);
         # the lease keeper reads a copy and renews an entry in place.
-        self._in_flight: dict[int, list[Any] | tuple[Delivery, float]] = {}
+        self._in_flight: dict[int, list[Any]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -338,9 +338,14 @@ class TransportEngine(Engine):
 
     # -- lease keeping ------------------------------------------------------------------------
 
-    def _track(self, delivery: Delivery) -> None:
+    def _track(self, delivery: Delivery, since: float | None = None) -> None:
+        """Keep ``delivery``'s lease extended until :meth:`_untrack`.
+
+        ``since`` is when its lease was last renewed (now, by default); a subclass that holds a
+        processed delivery before settling it passes an earlier time to have it renewed sooner.
+        """
         if delivery.lease is not None and self.transport.capabilities.lease_extension:
-            self._in_flight[id(delivery)] = [delivery, time.monotonic()]
+            self._in_flight[id(delivery)] = [delivery, time.monotonic() if since is None else since]
 
     def _untrack(self, delivery: Delivery) -> None:
         self._in_flight.pop(id(delivery), None)
@@ -359,11 +364,7 @@ class TransportEngine(Engine):
             for key, entry in self._in_flight.copy().items()
             if entry[0].lease is not None and now - entry[1] >= entry[0].lease / 2
         ]
-        for key, entry in due:
-            if not isinstance(entry, list):  # a (delivery, since) tuple a subclass put there
-                entry = list(entry)
-                if key in self._in_flight:
-                    self._in_flight[key] = entry
+        for _key, entry in due:
             delivery: Delivery = entry[0]
             try:
                 self.transport.extend_lease(delivery, delivery.lease or self.lease)

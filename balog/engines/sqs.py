@@ -194,8 +194,7 @@ class SQSEngine(TransportEngine):
         # the next consumer of the batch runs, however long that takes. Its last extension is
         # unknown here, so it is due for one at the keeper's next round.
         if delivery.lease is not None:
-            with self._lock:
-                self._in_flight[id(delivery)] = [delivery, time.monotonic() - delivery.lease / 2]
+            self._track(delivery, since=time.monotonic() - delivery.lease / 2)
         return outcome
 
     def _process_batch(
