@@ -219,7 +219,6 @@ class _Session:
     def __init__(self, owner: KombuTransport) -> None:
         self.owner = owner
         self.lock = threading.RLock()
-        self.thread = threading.current_thread().name
         self.connection: Any = None
         self.streams: dict[str, _Stream] = {}
         self.publisher: Any = None
@@ -488,14 +487,14 @@ class KombuTransport(Transport):
     def _is_connection_error(self, exc: BaseException) -> bool:
         if isinstance(exc, (OSError, _KombuOperationalError, EOFError)):
             return True
-        errors = self._errors()
-        return isinstance(exc, errors[0])
+        return isinstance(exc, self._connection_errors())
 
-    def _errors(self) -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-        cached: tuple[Any, Any] | None = getattr(self, "_error_types", None)
+    def _connection_errors(self) -> tuple[type[BaseException], ...]:
+        """The backend's own connection error classes (py-amqp's, redis-py's, ...)."""
+        cached: tuple[type[BaseException], ...] | None = getattr(self, "_error_types", None)
         if cached is None:
             probe = kombu.Connection(self.url, transport_options=self.transport_options)
-            cached = (tuple(probe.connection_errors), tuple(probe.channel_errors))
+            cached = tuple(probe.connection_errors)
             self._error_types = cached
         return cached
 

@@ -4,6 +4,7 @@ same behaviour on every broker (routing, ack, retries, dead letters, quarantine,
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pathlib
@@ -403,6 +404,7 @@ def test_server_side_disconnect_mid_stream_loses_nothing(
             transport.delete(topic)
 
 
+@functools.cache
 def _rabbitmqctl_works() -> bool:
     try:
         done = subprocess.run(
