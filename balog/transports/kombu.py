@@ -295,6 +295,11 @@ class _Session:
             message = stream.buffer.popleft()
             with contextlib.suppress(Exception):
                 message.requeue()
+        if getattr(stream.channel, "do_restore", True) is False:
+            # kombu's memory transport drops unacked messages when a channel closes; give back
+            # the ones handed out and never settled, as a broker would.
+            with contextlib.suppress(Exception):
+                stream.channel.qos.restore_unacked()
         with contextlib.suppress(Exception):
             stream.channel.close()
 

@@ -22,7 +22,13 @@ from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, create_engine, engine_from_settings
 from balog.engines.kombu import KombuEngine
 from balog.events import encode, new_event
-from balog.exceptions import AuthenticationError, TransportConnectionError
+from balog.exceptions import (
+    AuthenticationError,
+    LeaseExpired,
+    MessageTooLarge,
+    SendError,
+    TransportConnectionError,
+)
 from balog.transports.base import ATTEMPTS_HEADER, REASON_HEADER
 from balog.transports.kombu import KombuTransport
 
@@ -513,6 +519,48 @@ def test_quorum_queues_through_queue_arguments(
     finally:
         with KombuTransport(rabbitmq_url, queue_arguments=quorum) as transport:
             transport.delete(unique_name)
+
+
+def test_late_ack_after_the_connection_went_raises_lease_expired(
+    broker_url: str, topic: str
+) -> None:
+    """An ack for a delivery whose connection is gone raises LeaseExpired (it does not crash),
+    and the broker gives the message out again."""
+    with KombuTransport(broker_url) as transport:
+        transport.send(topic, [body(LOG, ident="orphan")])
+        [delivery] = _receive_one(transport, topic)
+        transport.close_thread()  # the connection that received it ends: the message goes back
+        with pytest.raises(LeaseExpired):
+            transport.ack(delivery)
+        [again] = _receive_one(transport, topic)
+        assert again.body == delivery.body
+        transport.ack(again)
+        transport.close_thread()
+        assert transport.size(topic) == 0
+
+
+def test_broker_refusal_under_confirms_raises_send_error(
+    rabbitmq_url: str, unique_name: str
+) -> None:
+    """With publisher confirms, bodies the broker nacks (a full queue that rejects publishes) are
+    reported by index in SendError; the others were stored."""
+    arguments = {"x-max-length": 2, "x-overflow": "reject-publish"}
+    with KombuTransport(rabbitmq_url, queue_arguments=arguments) as transport:
+        try:
+            with pytest.raises(SendError) as refused:
+                transport.send(unique_name, [body(LOG, ident=f"n{i}") for i in range(5)])
+            assert refused.value.failed == (2, 3, 4)
+            assert transport.size(unique_name) == 2
+        finally:
+            transport.delete(unique_name)
+
+
+def test_body_over_max_body_size_is_refused_before_sending(broker_url: str, topic: str) -> None:
+    """A body over max_body_size raises MessageTooLarge and nothing of the batch is sent."""
+    with KombuTransport(broker_url, max_body_size=1000) as transport:
+        with pytest.raises(MessageTooLarge):
+            transport.send(topic, [body(LOG), b"x" * 1001])
+        assert transport.size(topic) == 0
 
 
 def test_create_engine_and_settings_build_the_kombu_engine(broker_url: str, topic: str) -> None:
