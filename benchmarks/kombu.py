@@ -8,9 +8,10 @@ plain kombu doing the same work on the same broker in the same run.
 - consume: the balog kombu engine draining a filled queue into a no-op consumer (decode, validate,
   route, ack) against a plain kombu ``Consumer`` with the same prefetch acking each message.
 
-Run ``python -m benchmarks.kombu [events] [repeat]`` (not ``python benchmarks/kombu.py``: this module's name would
-shadow kombu). Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379 (or the URLs in
-``BALOG_BENCH_AMQP_URL`` / ``BALOG_BENCH_REDIS_URL``); a broker that is down is skipped.
+Run ``python -m benchmarks.kombu [events] [repeat]`` (not ``python benchmarks/kombu.py``: this
+module's name would shadow kombu). Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379
+(or the URLs in ``BALOG_BENCH_AMQP_URL`` / ``BALOG_BENCH_REDIS_URL``); a broker that is down is
+skipped.
 """
 
 from __future__ import annotations
