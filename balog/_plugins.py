@@ -68,4 +68,11 @@ def build(factory: Any, what: str, **options: Any) -> Any:
             signature.bind(**options)
         except TypeError as exc:
             raise ConfigurationError(f"bad options for {what}: {exc}") from exc
-    return factory(**options)
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        # Backends that pass **options on to their base class only learn of an unknown
+        # option there; that is still a configuration mistake, not a bug.
+        if "unexpected keyword argument" in str(exc):
+            raise ConfigurationError(f"bad options for {what}: {exc}") from exc
+        raise

@@ -76,6 +76,12 @@ def test_unknown_option_is_a_clear_error() -> None:
         create_transport("memory", colour="blue")
 
 
+def test_unknown_option_passed_down_is_a_clear_error() -> None:
+    """An engine that hands **options to its base still reports an unknown one clearly."""
+    with pytest.raises(ConfigurationError, match="colour"):
+        create_engine("memory", hub=hub(), broker=MemoryBroker(), colour="blue")
+
+
 def test_instance_is_accepted_where_a_name_is() -> None:
     """An instance passes straight through create_transport and create_engine."""
     transport = MemoryTransport(MemoryBroker())

@@ -7,6 +7,7 @@ import logging.config
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +313,25 @@ def test_event_formatter_writes_one_json_line() -> None:
     event = decode(line)
     assert event["payload"]["message"] == "hello\nworld"
     assert event["header"]["channel"] == "fmtapp"
+
+
+def test_default_producer_meets_default_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no backend named on either side, producer and engine both use the sqlite file."""
+    from balog.consumers import Consumer, ConsumerHub
+    from balog.engines import DEFAULT_ENGINE, engine_from_settings
+    from balog.handler import DEFAULT_TRANSPORT
+
+    assert DEFAULT_TRANSPORT == DEFAULT_ENGINE == "sqlite"
+    monkeypatch.chdir(tmp_path)  # the default database file lives in the working directory
+    balog.configure(topic="defaults")
+    get_logger("app").info("done", payload=METRICS)
+    assert balog.flush(5)
+    seen: list[dict] = []
+    engine = engine_from_settings({}, hub=ConsumerHub([Consumer(seen.append, "defaults")]))
+    try:
+        assert engine.drain() == 1  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+    assert [e["header"]["channel"] for e in seen] == ["app.done"]
