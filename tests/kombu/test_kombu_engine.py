@@ -565,6 +565,22 @@ def test_broker_refusal_under_confirms_raises_send_error(
             transport.delete(unique_name)
 
 
+def test_a_batch_arrives_whole_and_in_order(broker_url: str, topic: str) -> None:
+    """One send of many bodies, some larger than an AMQP frame, delivers each intact, in order."""
+    sizes = [150_000 if i % 10 == 3 else i for i in range(60)]
+    bodies = [b'{"n": %d, "pad": "%s"}' % (i, b"x" * size) for i, size in enumerate(sizes)]
+    received: list[bytes] = []
+    with KombuTransport(broker_url) as transport:
+        transport.send(topic, bodies)
+        deadline = time.monotonic() + 20
+        while len(received) < len(bodies) and time.monotonic() < deadline:
+            for delivery in transport.receive(topic, max_messages=20, wait=0.5):
+                received.append(delivery.body)
+                transport.ack(delivery)
+        transport.close_thread()
+    assert received == bodies
+
+
 def test_body_over_max_body_size_is_refused_before_sending(broker_url: str, topic: str) -> None:
     """A body over max_body_size raises MessageTooLarge and nothing of the batch is sent."""
     with KombuTransport(broker_url, max_body_size=1000) as transport:
