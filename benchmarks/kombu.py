@@ -8,9 +8,10 @@ plain kombu doing the same work on the same broker in the same run.
 - consume: the balog kombu engine draining a filled queue into a no-op consumer (decode, validate,
   route, ack) against a plain kombu ``Consumer`` with the same prefetch acking each message.
 
-Run ``python -m benchmarks.kombu`` (not ``python benchmarks/kombu.py``: this module's name would
-shadow kombu). Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379 (or the URLs in
-``BALOG_BENCH_AMQP_URL`` / ``BALOG_BENCH_REDIS_URL``); a broker that is down is skipped.
+Run ``python -m benchmarks.kombu [events] [repeat]`` (not ``python benchmarks/kombu.py``: this
+module's name would shadow kombu). Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379
+(or the URLs in ``BALOG_BENCH_AMQP_URL`` / ``BALOG_BENCH_REDIS_URL``); a broker that is down is
+skipped.
 """
 
 from __future__ import annotations
@@ -64,10 +65,19 @@ def _delete(url: str, name: str) -> None:
             pass
 
 
-def _balog_publish(url: str, bodies: list[bytes], *, confirms: bool) -> float:
+def _purge(url: str, name: str) -> None:
+    import kombu
+
+    with kombu.Connection(url) as connection:
+        queue = _queue(name)(connection.default_channel)
+        queue.declare()
+        queue.purge()
+
+
+def _balog_publish(url: str, name: str, bodies: list[bytes], *, confirms: bool) -> float:
     from balog.transports.kombu import KombuTransport
 
-    name = f"bench-kombu-{uuid.uuid4().hex[:8]}"
+    _purge(url, name)
     transport = KombuTransport(url, confirm_publish=confirms)
     try:
         transport.send(name, bodies[:1])  # connect and declare before the clock starts
@@ -79,33 +89,30 @@ def _balog_publish(url: str, bodies: list[bytes], *, confirms: bool) -> float:
         return timed_eps(len(bodies), publish)
     finally:
         transport.close()
-        _delete(url, name)
 
 
-def _plain_publish(url: str, bodies: list[bytes], *, confirms: bool) -> float:
+def _plain_publish(url: str, name: str, bodies: list[bytes], *, confirms: bool) -> float:
     import kombu
 
-    name = f"bench-kombu-{uuid.uuid4().hex[:8]}"
+    _purge(url, name)
     options = {"confirm_publish": True} if confirms else {}
-    try:
-        with kombu.Connection(url, transport_options=options) as connection:
-            channel = connection.channel()
-            _queue(name)(channel).declare()
-            producer = kombu.Producer(channel, auto_declare=False)
+    with kombu.Connection(url, transport_options=options) as connection:
+        channel = connection.channel()
+        _queue(name)(channel).declare()
+        producer = kombu.Producer(channel, auto_declare=False)
+        producer.publish(bodies[0], routing_key=name)  # connected before the clock starts
 
-            def publish() -> None:
-                for body in bodies:
-                    producer.publish(
-                        body,
-                        routing_key=name,
-                        content_type="application/json",
-                        content_encoding="utf-8",
-                        delivery_mode=2,
-                    )
+        def publish() -> None:
+            for body in bodies:
+                producer.publish(
+                    body,
+                    routing_key=name,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                )
 
-            return timed_eps(len(bodies), publish)
-    finally:
-        _delete(url, name)
+        return timed_eps(len(bodies), publish)
 
 
 def _filled(url: str, bodies: list[bytes]) -> str:
@@ -200,10 +207,13 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
         if not _up(url):
             continue
         amqp = broker == "rabbitmq"
+        # Both sides publish to the same queue, emptied before each run, so that the broker's
+        # state (queue length, disk) weighs on both alike.
+        queue = f"bench-kombu-{uuid.uuid4().hex[:8]}"
         ours, theirs = _interleaved(
             repeat,
-            partial(_balog_publish, url, bodies, confirms=False),
-            partial(_plain_publish, url, bodies, confirms=False),
+            partial(_balog_publish, url, queue, bodies, confirms=False),
+            partial(_plain_publish, url, queue, bodies, confirms=False),
         )
         rows.append(
             row(
@@ -218,8 +228,8 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
         if amqp:
             ours, theirs = _interleaved(
                 repeat,
-                partial(_balog_publish, url, bodies, confirms=True),
-                partial(_plain_publish, url, bodies, confirms=True),
+                partial(_balog_publish, url, queue, bodies, confirms=True),
+                partial(_plain_publish, url, queue, bodies, confirms=True),
             )
             rows.append(
                 row(
@@ -231,6 +241,7 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
                     met=ours >= 3 * theirs,
                 )
             )
+        _delete(url, queue)
         ours, theirs = _interleaved(
             repeat,
             partial(_balog_consume, url, bodies),
@@ -264,5 +275,9 @@ def _table(rows: list[Row]) -> str:
 
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_EVENTS
-    print(f"kombu benchmark, {count} events per case, median of 3, {os.cpu_count()} cores; noisy")
-    print(_table(run(events=count)))
+    times = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    print(
+        f"kombu benchmark: {count} events per case, median of {times} interleaved runs, "
+        f"{os.cpu_count()} cores; figures are noisy (shared brokers, persistent messages)"
+    )
+    print(_table(run(repeat=times, events=count)))
