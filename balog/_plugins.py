@@ -82,3 +82,21 @@ def build(factory: Any, what: str, **options: Any) -> Any:
         if "unexpected keyword argument" in str(exc):
             raise ConfigurationError(f"bad options for {what}: {exc}") from exc
         raise
+
+
+def coerce_option(value: Any) -> Any:
+    """Turn the strings of settings files, environment variables and ``--option`` into ints,
+    floats and booleans where they plainly are one; anything else is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    lowered = value.strip().lower()
+    if lowered in {"true", "yes", "on"}:
+        return True
+    if lowered in {"false", "no", "off"}:
+        return False
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

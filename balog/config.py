@@ -46,12 +46,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from balog._plugins import coerce_option
 from balog.exceptions import ConfigurationError
 
 __all__ = [
     "ENV_PREFIX",
     "Config",
-    "coerce",
     "load_config",
     "mask_option",
     "mask_text",
@@ -88,23 +88,6 @@ COMMAND_LINE = "command line"
 
 
 # -- values -----------------------------------------------------------------------------------
-
-
-def coerce(value: Any) -> Any:
-    """Turn the strings of INI files, variables and ``--option`` into ints, floats and booleans."""
-    if not isinstance(value, str):
-        return value
-    lowered = value.strip().lower()
-    if lowered in {"true", "yes", "on"}:
-        return True
-    if lowered in {"false", "no", "off"}:
-        return False
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
 
 
 def parse_assignment(text: str, what: str = "option") -> tuple[str, str]:
@@ -352,7 +335,7 @@ def _read_ini(path: str, section: str | None) -> FileLayer:
         rest = key[len("balog.") :]
         for prefix in ("engine.", "options."):
             if rest.startswith(prefix):
-                layer.options[_option_name(rest[len(prefix) :], path)] = coerce(raw)
+                layer.options[_option_name(rest[len(prefix) :], path)] = coerce_option(raw)
                 break
         else:
             if rest in _SCALAR_KEYS:
@@ -422,7 +405,7 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, An
     for var, raw in environ.items():
         if var.startswith(_ENV_OPTION) and len(var) > len(_ENV_OPTION):
             name = _option_name(var[len(_ENV_OPTION) :].lower(), var)
-            options[name] = coerce(raw)
+            options[name] = coerce_option(raw)
     return values, options
 
 
@@ -483,7 +466,7 @@ def load_config(
     pairs = (
         options.items()
         if isinstance(options, Mapping)
-        else ((k, coerce(v)) for k, v in (parse_assignment(o, "--option") for o in options))
+        else ((k, coerce_option(v)) for k, v in (parse_assignment(o, "--option") for o in options))
     )
     for name, value in pairs:
         merged_options[_option_name(name, "--option")] = value

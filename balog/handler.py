@@ -323,9 +323,7 @@ class EventHandler(logging.Handler):
 
                 validate(event, self.registry)
             body = encode(event)
-            limit = self.transport.capabilities.max_body_size
-            if limit is not None and len(body) > limit:
-                raise MessageTooLarge(len(body), limit)
+            self.transport.check_body_sizes((body,))
             return body
         except (EventError, MessageTooLarge, TypeError, ValueError, KeyError) as exc:
             self._stats.invalid += 1

@@ -78,23 +78,6 @@ def create_engine(
     )
 
 
-def _coerce(value: Any) -> Any:
-    """Settings files hold strings; turn the obvious ones into numbers and booleans."""
-    if not isinstance(value, str):
-        return value
-    lowered = value.strip().lower()
-    if lowered in {"true", "yes", "on"}:
-        return True
-    if lowered in {"false", "no", "off"}:
-        return False
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
 def engine_from_settings(
     settings: Mapping[str, Any],
     *,
@@ -112,5 +95,7 @@ def engine_from_settings(
     """
     name = settings.get(prefix) or DEFAULT_ENGINE
     head = prefix + "."
-    options = {k[len(head) :]: _coerce(v) for k, v in settings.items() if k.startswith(head)}
+    options = {
+        k[len(head) :]: _plugins.coerce_option(v) for k, v in settings.items() if k.startswith(head)
+    }
     return create_engine(str(name), hub=hub, consumer_operator=consumer_operator, **options)

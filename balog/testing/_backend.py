@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from balog._plugins import coerce_option
 from balog.consumers import ConsumerHub, ConsumerOperator
 from balog.engines.base import Engine
 from balog.exceptions import ConfigurationError
@@ -27,20 +28,6 @@ OPTIONS_ENV = "BALOG_TEST_OPTIONS"
 """Environment variable of further options, ``KEY=VALUE`` separated by spaces."""
 
 
-def _coerce(value: str) -> Any:
-    lowered = value.strip().lower()
-    if lowered in {"true", "yes", "on"}:
-        return True
-    if lowered in {"false", "no", "off"}:
-        return False
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
 def parse_options(items: Iterable[str]) -> dict[str, Any]:
     """``["region=us-east-1", "wait=0.5"]`` -> ``{"region": "us-east-1", "wait": 0.5}``."""
     options: dict[str, Any] = {}
@@ -48,7 +35,7 @@ def parse_options(items: Iterable[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(f"backend option {item!r} is not KEY=VALUE")
-        options[key.strip()] = _coerce(value)
+        options[key.strip()] = coerce_option(value)
     return options
 
 

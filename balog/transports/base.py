@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from balog.exceptions import UnsupportedOperation
+from balog.exceptions import MessageTooLarge, UnsupportedOperation
 
 __all__ = [
     "ATTEMPTS_HEADER",
@@ -172,6 +172,16 @@ class Transport(ABC):
 
         Its next delivery has a ``receive_count`` one higher.
         """
+
+    def check_body_sizes(self, bodies: Sequence[bytes]) -> None:
+        """Raise :class:`~balog.exceptions.MessageTooLarge` if a body is over
+        ``capabilities.max_body_size``. Call it first thing in :meth:`send`, so that an oversized
+        batch sends nothing."""
+        limit = self.capabilities.max_body_size
+        if limit is not None:
+            for body in bodies:
+                if len(body) > limit:
+                    raise MessageTooLarge(len(body), limit)
 
     def release(self, delivery: Delivery) -> None:
         """Give back a delivery that was received but never started (engine shutdown).

@@ -58,7 +58,6 @@ from balog.exceptions import (
     AuthenticationError,
     ConfigurationError,
     LeaseExpired,
-    MessageTooLarge,
     SendError,
     TopicNotFound,
     TransportConnectionError,
@@ -594,11 +593,7 @@ class KombuTransport(Transport):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        limit = self.capabilities.max_body_size
-        if limit is not None:
-            for body in bodies:
-                if len(body) > limit:
-                    raise MessageTooLarge(len(body), limit)
+        self.check_body_sizes(bodies)
         if not bodies:
             return
         session = self._session()

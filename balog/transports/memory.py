@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from balog.exceptions import LeaseExpired, MessageTooLarge
+from balog.exceptions import LeaseExpired
 from balog.transports.base import (
     ATTEMPTS_HEADER,
     REASON_HEADER,
@@ -254,11 +254,7 @@ class MemoryTransport(Transport):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        limit = self.capabilities.max_body_size
-        if limit is not None:
-            for body in bodies:
-                if len(body) > limit:
-                    raise MessageTooLarge(len(body), limit)
+        self.check_body_sizes(bodies)
         self.broker.put(topic, bodies, headers or {})
         if self.record:
             self.sent.extend((topic, bytes(b)) for b in bodies)

@@ -38,7 +38,6 @@ from typing import Any, TypeVar
 from balog.exceptions import (
     ConfigurationError,
     LeaseExpired,
-    MessageTooLarge,
     ThrottledError,
     TransportConnectionError,
     TransportError,
@@ -350,11 +349,7 @@ class SQLiteTransport(Transport):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        limit = self.capabilities.max_body_size
-        if limit is not None:
-            for body in bodies:
-                if len(body) > limit:
-                    raise MessageTooLarge(len(body), limit)
+        self.check_body_sizes(bodies)
         if not bodies:
             return
         encoded = json.dumps(dict(headers), separators=(",", ":")) if headers else None

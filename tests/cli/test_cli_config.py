@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from balog._plugins import coerce_option
 from balog.config import (
     Config,
-    coerce,
     load_config,
     mask_option,
     mask_text,
@@ -182,11 +182,11 @@ def test_describe_masks_every_secret() -> None:
 def test_coerce_turns_setting_strings_into_values() -> None:
     """Strings from INI files, variables and --option become ints, floats and booleans."""
     assert [
-        coerce("1"),
-        coerce("0.5"),
-        coerce("yes"),
-        coerce("off"),
-        coerce("us-west-2"),
+        coerce_option("1"),
+        coerce_option("0.5"),
+        coerce_option("yes"),
+        coerce_option("off"),
+        coerce_option("us-west-2"),
     ] == [1, 0.5, True, False, "us-west-2"]
 
 

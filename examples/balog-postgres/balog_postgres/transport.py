@@ -34,7 +34,6 @@ from balog.exceptions import (
     AuthenticationError,
     ConfigurationError,
     LeaseExpired,
-    MessageTooLarge,
     TransportConnectionError,
     TransportError,
 )
@@ -209,11 +208,7 @@ class PostgresTransport(Transport):
         *,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        limit = self.capabilities.max_body_size
-        if limit is not None:
-            for body in bodies:
-                if len(body) > limit:
-                    raise MessageTooLarge(len(body), limit)
+        self.check_body_sizes(bodies)
         if not bodies:
             return
         query = sql.SQL("INSERT INTO {t} (topic, body, headers) VALUES (%s, %s, %s)").format(
