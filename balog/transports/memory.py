@@ -220,6 +220,18 @@ empties it between tests."""
 class MemoryTransport(Transport):
     """A :class:`~balog.transports.base.Transport` over a :class:`MemoryBroker`."""
 
+    capabilities = Capabilities(
+        max_body_size=DEFAULT_MAX_BODY_SIZE,
+        native_delay=True,
+        native_dead_letter=False,
+        lease_expiry=True,
+        lease_extension=True,
+        receive_count=True,
+        ordering=True,
+    )
+    """What a transport built with the default options can do; ``max_body_size`` follows the
+    option on each instance."""
+
     def __init__(
         self,
         broker: MemoryBroker | None = None,
@@ -230,14 +242,8 @@ class MemoryTransport(Transport):
     ) -> None:
         self.broker = default_broker if broker is None else broker
         self.default_lease = lease
-        self.capabilities = Capabilities(
-            max_body_size=max_body_size,
-            native_delay=True,
-            native_dead_letter=False,
-            lease_expiry=True,
-            lease_extension=True,
-            receive_count=True,
-            ordering=True,
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, max_body_size=max_body_size
         )
         self.record = record
         self.sent: list[tuple[str, bytes]] = []

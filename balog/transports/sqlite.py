@@ -22,6 +22,7 @@ while the topic stays empty.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -158,6 +159,18 @@ class SQLiteTransport(Transport):
     default) survives any crash of the processes, ``"FULL"`` also a power loss.
     """
 
+    capabilities = Capabilities(
+        max_body_size=DEFAULT_MAX_BODY_SIZE,
+        native_delay=True,
+        native_dead_letter=False,
+        lease_expiry=True,
+        lease_extension=True,
+        receive_count=True,
+        ordering=True,
+    )
+    """What a transport built with the default options can do; ``max_body_size`` follows the
+    option on each instance."""
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -196,14 +209,8 @@ class SQLiteTransport(Transport):
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.synchronous = synchronous.upper()
-        self.capabilities = Capabilities(
-            max_body_size=max_body_size,
-            native_delay=True,
-            native_dead_letter=False,
-            lease_expiry=True,
-            lease_extension=True,
-            receive_count=True,
-            ordering=True,
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, max_body_size=max_body_size
         )
         self.use_returning = _HAS_RETURNING
         self._local = threading.local()

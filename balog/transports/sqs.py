@@ -176,6 +176,19 @@ class SQSTransport(Transport):
     failed, waiting ``retry_delay`` seconds and doubling (at most 5 s).
     """
 
+    capabilities = Capabilities(
+        max_body_size=DEFAULT_MAX_BODY_SIZE,
+        native_delay=True,
+        native_dead_letter=False,
+        lease_expiry=True,
+        lease_extension=True,
+        receive_count=True,
+        ordering=False,
+        delay=True,
+    )
+    """What a transport built with the default options can do; ``max_body_size`` follows the
+    option on each instance."""
+
     def __init__(
         self,
         *,
@@ -212,15 +225,8 @@ class SQSTransport(Transport):
         self.fifo_dedup_field = tuple(fifo_dedup_field.split("."))
         self.send_retries = send_retries
         self.retry_delay = retry_delay
-        self.capabilities = Capabilities(
-            max_body_size=max_body_size,
-            native_delay=True,
-            native_dead_letter=False,
-            lease_expiry=True,
-            lease_extension=True,
-            receive_count=True,
-            ordering=False,
-            delay=True,
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, max_body_size=max_body_size
         )
         # Only the values, never where they came from: used to scrub text from the service.
         self._secrets = tuple(
