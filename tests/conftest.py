@@ -19,7 +19,9 @@ from balog.transports.memory import default_broker
 
 RABBITMQ_URL = os.environ.get("BALOG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("BALOG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_DSN = os.environ.get("BALOG_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_DSN = os.environ.get(
+    "BALOG_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
