@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check bench clean
+.PHONY: demo test lint check test-minimal bench clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check balog tests benchmarks examples
 	$(BIN)/mypy
 
-check: lint test
+check: lint test test-minimal
+
+# The core with no extras: no boto3, kombu or orjson (the standard-library JSON codec).
+MINIMAL := .venv-minimal
+test-minimal:
+	rm -rf $(MINIMAL)
+	$(PYTHON) -m venv $(MINIMAL)
+	$(MINIMAL)/bin/python -m pip install -q -e . pytest hypothesis
+	$(MINIMAL)/bin/python -c "import sys, balog.events as e; assert e.loads is e.std_loads; \
+	  assert not {'boto3', 'kombu', 'orjson'} & set(sys.modules)"
+	$(MINIMAL)/bin/python -m pytest -q -p no:cacheprovider tests/test_events.py \
+	  tests/test_consumers.py tests/test_producer.py tests/test_engine.py tests/test_plugins.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MINIMAL) build *.egg-info

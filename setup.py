@@ -40,6 +40,7 @@ setup(
     ],
     extras_require=extras,
     entry_points={
+        "console_scripts": ["balog = balog.cli:main"],
         "balog.engines": [
             "memory = balog.engines.memory:MemoryEngine",
             "sqs = balog.engines.sqs:SQSEngine",
@@ -52,6 +53,7 @@ setup(
             "kombu = balog.transports.kombu:KombuTransport",
             "sqlite = balog.transports.sqlite:SQLiteTransport",
         ],
+        "pytest11": ["balog = balog.testing.plugin"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

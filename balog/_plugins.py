@@ -27,12 +27,15 @@ def entry_point(namespace: str, name: str) -> metadata.EntryPoint | None:
 
 def load(namespace: str, name: str) -> Any:
     """Import the plugin ``name`` of ``namespace``; raise a :class:`PluginError` saying why not."""
-    from stevedore import DriverManager
+    from stevedore import DriverManager, ExtensionManager
     from stevedore.exception import NoMatches
 
     ep = entry_point(namespace, name)
     if ep is None:
         raise PluginNotFound(namespace, name, installed(namespace))
+    # stevedore keeps entry points per namespace on the ExtensionManager class; drop that so the
+    # loader sees exactly what available() sees (plugins are loaded at startup, so this is cheap).
+    ExtensionManager.ENTRY_POINT_CACHE.pop(namespace, None)
     failures: list[BaseException] = []
 
     def on_failure(manager: Any, entrypoint: Any, exc: BaseException) -> None:
@@ -44,7 +47,6 @@ def load(namespace: str, name: str) -> Any:
             name,
             invoke_on_load=False,
             on_load_failure_callback=on_failure,
-            warn_on_missing_entrypoint=False,
         )
     except NoMatches as exc:
         cause = failures[0] if failures else exc
@@ -66,4 +68,11 @@ def build(factory: Any, what: str, **options: Any) -> Any:
             signature.bind(**options)
         except TypeError as exc:
             raise ConfigurationError(f"bad options for {what}: {exc}") from exc
-    return factory(**options)
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        # Backends that pass **options on to their base class only learn of an unknown
+        # option there; that is still a configuration mistake, not a bug.
+        if "unexpected keyword argument" in str(exc):
+            raise ConfigurationError(f"bad options for {what}: {exc}") from exc
+        raise

@@ -149,7 +149,17 @@ def _explain(schema: Mapping[str, Any], instance: Any, prefix: str) -> tuple[str
     import jsonschema
 
     validator = _explainer()(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    errors = list(validator.iter_errors(instance))
+    # Report in document order (envelope before header before payload), shallowest first, so
+    # the message names the first thing a reader of the event would need to fix.
+    order = {"schema": 1, "header": 2, "payload": 3}
+    errors.sort(
+        key=lambda e: (
+            order.get(str(e.absolute_path[0]), 4) if e.absolute_path else 0,
+            len(e.absolute_path),
+        )
+    )
+    error = jsonschema.exceptions.best_match(errors[:1]) if errors else None
     if error is None:  # the compiled validator and jsonschema disagree; say so plainly
         return "rejected by the compiled validator", prefix or None
     parts = [prefix] if prefix else []
@@ -404,7 +414,7 @@ def decode(
         raise DecodeError(f"not valid UTF-8 (byte {exc.start})") from exc
     except ValueError as exc:  # JSONDecodeError, int digit limit, NaN/Infinity
         text = str(exc)
-        if "recursion" in text.lower() or "depth limit" in text.lower():  # json / orjson
+        if "recursion" in text.lower() or "depth" in text.lower():  # json / orjson
             raise EventTooDeep(f"nesting deeper than the limit of {max_depth}") from exc
         if "utf-8" in text.lower():
             raise DecodeError("not valid UTF-8") from exc

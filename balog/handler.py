@@ -33,6 +33,9 @@ __all__ = ["EventFormatter", "EventHandler", "ProducerStats", "record_to_event"]
 
 logger = logging.getLogger("balog.producer")
 
+DEFAULT_TRANSPORT = "sqlite"
+"""The transport used when none is named: the embedded one, which the default engine reads."""
+
 EVENT_ATTR = "balog_event"
 """The LogRecord attribute that carries a balog event."""
 
@@ -132,7 +135,8 @@ def _flush_at_exit() -> None:
 class EventHandler(logging.Handler):
     """A logging handler that sends balog events to a transport topic.
 
-    ``transport`` is a transport name (built with ``transport_options``) or an instance; ``topic``
+    ``transport`` is a transport name (built with ``transport_options``) or an instance, by
+    default the embedded ``sqlite`` one that the default engine reads; ``topic``
     a topic name or template (``"myproj-events-{env}"``) filled from ``topic_vars``. Records that
     carry a balog event are sent as they are; plain records become ``log`` events when
     ``capture_plain`` is true, and are ignored otherwise. balog's own records are never sent.
@@ -149,7 +153,7 @@ class EventHandler(logging.Handler):
 
     def __init__(
         self,
-        transport: str | Transport = "memory",
+        transport: str | Transport = DEFAULT_TRANSPORT,
         topic: str = "balog-events",
         *,
         transport_options: Mapping[str, Any] | None = None,

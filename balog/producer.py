@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from balog.events import new_event
-from balog.handler import EVENT_ATTR, TOPIC_ATTR, EventHandler, severity
+from balog.handler import DEFAULT_TRANSPORT, EVENT_ATTR, TOPIC_ATTR, EventHandler, severity
 from balog.transports.base import Transport
 
 __all__ = ["BalogLogger", "ProducerState", "configure", "flush", "get_logger", "state"]
@@ -166,7 +166,7 @@ def get_logger(name: str) -> BalogLogger:
 
 
 def configure(
-    transport: str | Transport = "memory",
+    transport: str | Transport = DEFAULT_TRANSPORT,
     topic: str = "balog-events",
     *,
     level: int = logging.DEBUG,

@@ -28,7 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_ENGINE = "sqlite"
-"""The engine used when settings name none: the embedded, durable one."""
+"""The engine used when settings name none: the embedded, durable one (and the producer's
+default transport, :data:`balog.handler.DEFAULT_TRANSPORT`, so the two meet)."""
 
 
 def available() -> list[str]:

@@ -1,0 +1,184 @@
+"""What several commands share: configuration from arguments, logging, operators, transports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from balog._text import clip
+from balog.config import Config, load_config
+from balog.exceptions import ConfigurationError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def warn(message: str) -> None:
+    print(f"balog: warning: {clip(message, 500)}", file=sys.stderr)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The effective configuration: these arguments over ``BALOG_*`` over the file."""
+    values = {
+        key: getattr(args, key, None)
+        for key in ("engine", "transport", "url", "operator", "concurrency", "log_level")
+    }
+    config = load_config(
+        file=getattr(args, "config", None),
+        values=values,
+        options=getattr(args, "option", None) or (),
+        settings=getattr(args, "settings", None) or (),
+    )
+    for message in config.warnings:
+        warn(message)
+    return config
+
+
+def setup_logging(level: str) -> None:
+    """Send balog's log (and the consumers' own logging) to stderr at ``level``."""
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr, format=LOG_FORMAT)
+
+
+def load_object(spec: str, what: str) -> Any:
+    """Import ``module:attribute.path``; a failure is a one-line :class:`ConfigurationError`."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"{what} must be 'module:name', not {spec!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {what} module {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"{what} {spec!r}: {module_name} has no {attribute!r}"
+            ) from None
+    return obj
+
+
+def build_operator(config: Config) -> Any:
+    """The consumer operator ``factory(settings)`` named by the configuration, or ``None``."""
+    if config.operator is None:
+        return None
+    from balog.consumers import ConsumerOperator
+
+    factory = load_object(config.operator, "operator")
+    if not callable(factory):
+        raise ConfigurationError(f"operator {config.operator!r} is not callable")
+    try:
+        operator = factory(dict(config.settings))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"operator factory {config.operator!r} raised {type(exc).__name__}: {clip(str(exc))}"
+        ) from exc
+    if not isinstance(operator, ConsumerOperator):
+        raise ConfigurationError(
+            f"operator factory {config.operator!r} returned {type(operator).__name__}, which has "
+            "no get_topic/process_event"
+        )
+    return operator
+
+
+def scan_packages(packages: Iterable[str]) -> Any:
+    """A :class:`~balog.consumers.ConsumerHub` of every consumer in ``packages``."""
+    from balog.consumers import ConsumerHub
+    from balog.exceptions import BalogError
+
+    hub = ConsumerHub()
+    for name in packages:
+        try:
+            hub.scan(name)
+        except BalogError:
+            raise
+        except ModuleNotFoundError as exc:
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                raise ConfigurationError(f"no package or module named {name!r}") from exc
+            raise ConfigurationError(f"importing {name} failed: {exc}") from exc
+        except Exception as exc:
+            raise ConfigurationError(
+                f"importing {name} failed: {type(exc).__name__}: {clip(str(exc))}"
+            ) from exc
+    return hub
+
+
+def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+def url_key(factory: Any) -> str:
+    """The option under which ``factory`` takes a backend URL: ``url``, or ``endpoint_url``.
+
+    Engines and transports built on an HTTP API (SQS) name it ``endpoint_url``; the rest
+    ``url``. A factory that takes neither gets ``url`` and reports it as an unknown option.
+    """
+    params = _parameters(factory)
+    if "url" not in params and "endpoint_url" in params:
+        return "endpoint_url"
+    return "url"
+
+
+def engine_factory(name: str) -> Any:
+    """The class registered as engine ``name``, else as transport ``name`` (run on the
+    generic engine), for reading its signature."""
+    from balog import _plugins
+
+    if _plugins.entry_point(_plugins.ENGINES, name) is not None:
+        return _plugins.load(_plugins.ENGINES, name)
+    if _plugins.entry_point(_plugins.TRANSPORTS, name) is not None:
+        return _plugins.load(_plugins.TRANSPORTS, name)
+    return None
+
+
+def _engine_only_options(config: Config) -> set[str]:
+    """Option names an engine takes and a transport does not (so ``send`` can leave them out)."""
+    from balog import _plugins
+    from balog.engines.base import TransportEngine
+
+    names = set(inspect.signature(TransportEngine).parameters)
+    if _plugins.entry_point(_plugins.ENGINES, config.engine) is not None:
+        try:
+            engine = _plugins.load(_plugins.ENGINES, config.engine)
+            names |= set(inspect.signature(engine).parameters)
+        except (ConfigurationError, TypeError, ValueError):
+            pass
+    return names - {"url", "path"}
+
+
+def make_transport(config: Config) -> Any:
+    """The transport of the configuration, built with the options meant for it."""
+    from balog import _plugins
+    from balog.transports import create_transport
+
+    name = config.transport_name
+    factory = _plugins.load(_plugins.TRANSPORTS, name)
+    params = _parameters(factory)
+    engine_only = _engine_only_options(config)
+
+    def accepts(option: str) -> bool:
+        # Engine options (wait, lease, concurrency...) are left out; anything else goes to the
+        # transport, so that a misspelt option is reported rather than dropped.
+        return option in params or option not in engine_only
+
+    return create_transport(name, **config.transport_options(accepts, url_key(factory)))
+
+
+def summary(config: Config) -> str:
+    """One line naming the engine and its options, secrets masked."""
+    from balog.config import mask_option, mask_url
+
+    parts = [f"engine {config.engine}"]
+    if config.url:
+        parts.append(f"url {mask_url(config.url)}")
+    if config.options:
+        shown = ", ".join(f"{k}={mask_option(k, v)}" for k, v in sorted(config.options.items()))
+        parts.append(f"options {shown}")
+    return "; ".join(parts)
