@@ -4,7 +4,7 @@ with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
 
 extras = {
-    "sqs": ["boto3>=1.28"],
+    "sqs": ["boto3>=1.35"],
     "kombu": ["kombu>=5.3", "redis>=4.5"],
     "fast": ["orjson>=3.9"],
     "test": [
