@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import random
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata, resources
@@ -196,6 +197,10 @@ class SchemaRegistry:
             "metrics": _load_schema("payload-metrics.json"),
         }
         self._compiled: dict[tuple[str, str | int], Validator] = {}
+        # The hot path: the facility validator by schema version string, and the payload
+        # validator (None: no schema) by cls_type, each found with one dict lookup.
+        self._by_version: dict[str, tuple[Validator, dict[str, Any]]] = {}
+        self._by_cls_type: dict[str, tuple[Validator, dict[str, Any]] | None] = {}
         self._load_entry_points = load_entry_points
         self._entry_points_loaded = not load_entry_points
 
@@ -208,10 +213,12 @@ class SchemaRegistry:
         compiled = _compile(schema)
         self._payload[cls_type] = dict(schema)
         self._compiled[("payload", cls_type)] = compiled
+        self._by_cls_type.clear()
 
     def unregister(self, cls_type: str) -> None:
         self._payload.pop(cls_type, None)
         self._compiled.pop(("payload", cls_type), None)
+        self._by_cls_type.clear()
 
     def payload_schema(self, cls_type: str) -> dict[str, Any] | None:
         self._ensure_entry_points()
@@ -247,15 +254,7 @@ class SchemaRegistry:
             compiled = self._compiled[(kind, key)] = _compile(schema)
         return compiled
 
-    def validate(self, event: Any) -> None:
-        """Raise an :class:`~balog.exceptions.InvalidEvent` if ``event`` is not a valid event."""
-        import fastjsonschema
-
-        if not isinstance(event, dict):
-            raise DecodeError("not a JSON object")
-        version = event.get("schema")
-        if not isinstance(version, str):
-            raise InvalidEvent("missing or not a string", field="schema")
+    def _facility_for(self, version: str) -> tuple[Validator, dict[str, Any]]:
         major = _major(version)
         facility = None if major is None else self._facility.get(major)
         if facility is None:
@@ -264,25 +263,75 @@ class SchemaRegistry:
                 f"version {clip(version, 40)!r} is not supported (balog reads {supported})",
                 field="schema",
             )
+        found = (self._validator("facility", major, facility), facility)  # type: ignore[arg-type]
+        if len(self._by_version) < 1024:  # versions come off the wire: bound the cache
+            self._by_version[version] = found
+        return found
+
+    def _payload_for(self, cls_type: str) -> tuple[Validator, dict[str, Any]] | None:
+        schema = self.payload_schema(cls_type)
+        found = None if schema is None else (self._validator("payload", cls_type, schema), schema)
+        if len(self._by_cls_type) < 1024:  # cls_types come off the wire: bound the cache
+            self._by_cls_type[cls_type] = found
+        return found
+
+    def validate(self, event: Any) -> None:
+        """Raise an :class:`~balog.exceptions.InvalidEvent` if ``event`` is not a valid event."""
+        if not isinstance(event, dict):
+            raise DecodeError("not a JSON object")
+        version = event.get("schema")
+        if not isinstance(version, str):
+            raise InvalidEvent("missing or not a string", field="schema")
+        facility = self._by_version.get(version) or self._facility_for(version)
         try:
-            self._validator("facility", major, facility)(event)  # type: ignore[arg-type]
-        except fastjsonschema.JsonSchemaException as exc:
-            message, field = _explain(facility, event, "")
+            facility[0](event)
+        except _compiled_error() as exc:
+            message, field = _explain(facility[1], event, "")
             raise InvalidEvent(message, field=field) from exc
         payload = event["payload"]
-        schema = self.payload_schema(payload["cls_type"])
-        if schema is None:
+        cls_type = payload["cls_type"]
+        if cls_type in self._by_cls_type:
+            found = self._by_cls_type[cls_type]
+        else:
+            found = self._payload_for(cls_type)
+        if found is None:
             return
         try:
-            self._validator("payload", payload["cls_type"], schema)(payload)
-        except fastjsonschema.JsonSchemaException as exc:
-            message, field = _explain(schema, payload, "payload")
+            found[0](payload)
+        except _compiled_error() as exc:
+            message, field = _explain(found[1], payload, "payload")
             raise InvalidPayload(message, field=field) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_error() -> type[Exception]:
+    import fastjsonschema
+
+    error: type[Exception] = fastjsonschema.JsonSchemaException
+    return error
 
 
 default_registry = SchemaRegistry()
 """The process-wide registry used when none is given. Tests may replace schemas on it, and undo
 that with :meth:`SchemaRegistry.unregister`."""
+
+
+# Event ids are random version-4 UUIDs in hex. uuid.uuid4() reads os.urandom on every call, a
+# system call that releases the GIL (and lets the sender thread take it) in the middle of the
+# application's logging call; a private generator seeded from os.urandom, and reseeded in a forked
+# child so that parent and child never share a sequence, costs a fifth as much. Ids need to be
+# unique, not unguessable.
+_id_random = random.Random()
+_id_bits = _id_random.getrandbits
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_id_random.seed)
+
+
+def _new_id() -> str:
+    """A new event id: a random (version 4) UUID as 32 hex digits."""
+    return "%032x" % (_id_bits(128) & _UUID4_CLEAR | _UUID4_SET)
 
 
 def new_event(
@@ -305,7 +354,7 @@ def new_event(
     return {
         "schema": FACILITY_VERSION,
         "header": {
-            "id": id or uuid.uuid4().hex,
+            "id": id or _new_id(),
             "channel": channel,
             "timestamp": stamp,
             "context": dict(context) if context else {},

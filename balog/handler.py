@@ -226,13 +226,19 @@ class EventHandler(logging.Handler):
                     return
                 event = record_to_event(record)
             topic = getattr(record, TOPIC_ATTR, None) or self.topic
+            buffer = self._buffer
             with self._count_lock:
-                if self._closed or len(self._buffer) >= self.buffer_size:
+                if self._closed or len(buffer) >= self.buffer_size:
                     self._stats.dropped_full += 1
                     return
-                self._buffer.append((topic, event))
+                buffer.append((topic, event))
                 self._stats.enqueued += 1
-            self._wake.set()
+                # The sender sleeps only once it found the buffer empty, so only the event that
+                # makes it non-empty needs to wake it: Event.set() takes a lock and notifies, a
+                # cost every call would otherwise pay while the sender is already busy.
+                wake = len(buffer) == 1
+            if wake:
+                self._wake.set()
         except Exception:  # never raise into the application
             self._stats.dropped_full += 1
 

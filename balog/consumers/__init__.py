@@ -71,7 +71,17 @@ class Consumer:
     as ``'<1.0'`` or ``'>=1.0.1,<2.0'``, or a tuple of them (any matches). ``None`` matches all.
     """
 
-    __slots__ = ("_cls_types", "_specs", "cls_type", "extra", "func", "name", "topic", "version")
+    __slots__ = (
+        "_cls_types",
+        "_specs",
+        "_versions_seen",
+        "cls_type",
+        "extra",
+        "func",
+        "name",
+        "topic",
+        "version",
+    )
 
     def __init__(
         self,
@@ -93,6 +103,9 @@ class Consumer:
         cls_types = _as_tuple(cls_type, "cls_type")
         self._cls_types = None if cls_types is None else frozenset(cls_types)
         self._specs = _specifiers(version)
+        # Whether each schema version string seen so far matches _specs: a stream carries a
+        # handful of versions, and SpecifierSet.contains costs more than the rest of the match.
+        self._versions_seen: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         return (
@@ -109,12 +122,21 @@ class Consumer:
                 return False
         if self._specs is not None:
             schema = event.get("schema")
-            version = _version(schema) if isinstance(schema, str) else None
-            if version is None:
+            if not isinstance(schema, str):
                 return False
-            if not any(spec.contains(version, prereleases=True) for spec in self._specs):
-                return False
+            wanted = self._versions_seen.get(schema)
+            if wanted is None:
+                wanted = self._version_matches(schema)
+                if len(self._versions_seen) < 256:  # versions come off the wire: bound it
+                    self._versions_seen[schema] = wanted
+            return wanted
         return True
+
+    def _version_matches(self, schema: str) -> bool:
+        version = _version(schema)
+        if version is None or self._specs is None:
+            return False
+        return any(spec.contains(version, prereleases=True) for spec in self._specs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)

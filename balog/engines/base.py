@@ -183,7 +183,10 @@ class TransportEngine(Engine):
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._stats: dict[str, EngineStats] = {}
-        self._in_flight: dict[int, tuple[Delivery, float]] = {}
+        # In-flight deliveries by id(): [delivery, monotonic time of the last lease renewal].
+        # Workers add and remove entries without a lock (single dict operations are atomic);
+        # the lease keeper reads a copy and renews an entry in place.
+        self._in_flight: dict[int, list[Any]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -201,11 +204,16 @@ class TransportEngine(Engine):
             return {t: dataclasses.replace(s) for t, s in self._stats.items()}
 
     def _count(self, topic: str, field: str) -> None:
+        stats = self._stats.get(topic) or self._topic_stats(topic)
+        with self._lock:
+            setattr(stats, field, getattr(stats, field) + 1)
+
+    def _topic_stats(self, topic: str) -> EngineStats:
         with self._lock:
             stats = self._stats.get(topic)
             if stats is None:
                 stats = self._stats[topic] = EngineStats()
-            setattr(stats, field, getattr(stats, field) + 1)
+            return stats
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -220,7 +228,9 @@ class TransportEngine(Engine):
         Never raises. When ``errors`` is given, a consumer's exception is appended to it.
         """
         topic = delivery.topic
-        self._count(topic, "received")
+        stats = self._stats.get(topic) or self._topic_stats(topic)
+        with self._lock:
+            stats.received += 1
         try:
             event = decode(
                 delivery.body,
@@ -331,12 +341,10 @@ class TransportEngine(Engine):
 
     def _track(self, delivery: Delivery) -> None:
         if delivery.lease is not None and self.transport.capabilities.lease_extension:
-            with self._lock:
-                self._in_flight[id(delivery)] = (delivery, time.monotonic())
+            self._in_flight[id(delivery)] = [delivery, time.monotonic()]
 
     def _untrack(self, delivery: Delivery) -> None:
-        with self._lock:
-            self._in_flight.pop(id(delivery), None)
+        self._in_flight.pop(id(delivery), None)
 
     def _keep_leases(self) -> None:
         """Extend leases of deliveries being processed once half their lease has gone."""
@@ -347,13 +355,13 @@ class TransportEngine(Engine):
 
     def extend_due_leases(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            due = [
-                (key, d)
-                for key, (d, since) in self._in_flight.items()
-                if d.lease is not None and now - since >= d.lease / 2
-            ]
-        for key, delivery in due:
+        due = [
+            entry
+            for entry in self._in_flight.copy().values()
+            if entry[0].lease is not None and now - entry[1] >= entry[0].lease / 2
+        ]
+        for entry in due:
+            delivery: Delivery = entry[0]
             try:
                 self.transport.extend_lease(delivery, delivery.lease or self.lease)
             except Exception as exc:
@@ -363,9 +371,7 @@ class TransportEngine(Engine):
                     clip(f"{type(exc).__name__}: {exc}"),
                 )
                 continue
-            with self._lock:
-                if key in self._in_flight:
-                    self._in_flight[key] = (delivery, time.monotonic())
+            entry[1] = time.monotonic()
 
     # -- running ------------------------------------------------------------------------------
 

@@ -1,0 +1,650 @@
+"""The kombu engine on RabbitMQ, Redis and kombu's memory transport: one hub, one operator, the
+same behaviour on every broker (routing, ack, retries, dead letters, quarantine, reconnects)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import pathlib
+import pickle
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import balog
+from balog.consumers import Consumer, ConsumerHub
+from balog.engines import Backoff, create_engine, engine_from_settings
+from balog.engines.kombu import KombuEngine
+from balog.events import encode, new_event
+from balog.exceptions import (
+    AuthenticationError,
+    LeaseExpired,
+    MessageTooLarge,
+    SendError,
+    TransportConnectionError,
+)
+from balog.transports.base import ATTEMPTS_HEADER, REASON_HEADER
+from balog.transports.kombu import KombuTransport
+
+kombu = pytest.importorskip("kombu")
+
+METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 1}]}
+LOG = {"cls_type": "log", "severity": "info", "message": "hello"}
+CANARY = "CanaryPassw0rd-9f3e"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def body(payload: dict[str, Any], schema: str | None = None, ident: str | None = None) -> bytes:
+    event = new_event("app.done", payload, id=ident)
+    if schema is not None:
+        event["schema"] = schema
+    return encode(event)
+
+
+class Operator:
+    """The seed README's operator: topic from settings, consumer called with settings first."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+
+    def get_topic(self, consumer: Consumer) -> str:
+        return consumer.topic.format(env=self.settings["env"])
+
+    def process_event(self, consumer: Consumer, event: dict[str, Any]) -> Any:
+        return consumer.func(self.settings, event)
+
+
+class Recorder:
+    """Consumers that record what they saw; ``fail`` decides whether one raises."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: dict[str, list[str]] = {"metrics_v0": [], "metrics_v1": [], "logs": []}
+        self.fail: Callable[[dict[str, Any]], bool] = lambda event: False
+        self.calls = 0
+        self.delay = 0.0
+        self.pause: Callable[[dict[str, Any]], object] = lambda event: None
+
+    def record(self, name: str, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        self.pause(event)
+        if self.fail(event):
+            raise ValueError(f"boom on {event['header']['id']}")
+        with self.lock:
+            self.seen[name].append(event["header"]["id"])
+
+    def hub(self) -> ConsumerHub:
+        hub = ConsumerHub()
+        topic = "{env}"
+        hub.add_consumer(
+            Consumer(lambda s, e: self.record("metrics_v0", e), topic, "metrics", "<0.2", "m0")
+        )
+        hub.add_consumer(
+            Consumer(lambda s, e: self.record("metrics_v1", e), topic, "metrics", ">=0.2", "m1")
+        )
+        hub.add_consumer(Consumer(lambda s, e: self.record("logs", e), topic, "log", None, "logs"))
+        return hub
+
+    def ids(self, name: str) -> list[str]:
+        with self.lock:
+            return list(self.seen[name])
+
+
+@pytest.fixture(params=["amqp", "redis", "memory"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "amqp":
+        return str(request.getfixturevalue("rabbitmq_url"))
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return "memory://"
+
+
+@pytest.fixture
+def topic(unique_name: str, broker_url: str) -> Iterator[str]:
+    """A unique queue; it and its dead-letter queue are deleted afterwards."""
+    yield unique_name
+    with KombuTransport(broker_url) as transport:
+        transport.delete(unique_name)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def make_engine(url: str, topic: str, recorder: Recorder, **options: Any) -> KombuEngine:
+    options.setdefault("backoff", Backoff(base=0.05, factor=1.0, jitter=0.0))
+    options.setdefault("wait", 0.2)
+    engine = create_engine(
+        "kombu",
+        hub=recorder.hub(),
+        consumer_operator=Operator({"env": topic}),
+        url=url,
+        handle_signals=False,
+        **options,
+    )
+    assert isinstance(engine, KombuEngine)
+    return engine
+
+
+@contextlib.contextmanager
+def running(engine: KombuEngine) -> Iterator[threading.Thread]:
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        engine.stop()
+        thread.join(20)
+        assert not thread.is_alive()
+
+
+def test_routes_by_cls_type_and_version_and_acks_after_success(
+    broker_url: str, topic: str, recorder: Recorder
+) -> None:
+    """Events reach only the consumers whose cls_type and version match, and are acked."""
+    engine = make_engine(broker_url, topic, recorder)
+    with engine:
+        engine.transport.send(
+            topic,
+            [
+                body(METRICS, ident="m-old"),
+                body(METRICS, schema="0.2.0", ident="m-new"),
+                body(LOG, ident="log-1"),
+            ],
+        )
+        assert engine.drain(raise_errors=True, timeout=20) == 3
+        assert recorder.ids("metrics_v0") == ["m-old"]
+        assert recorder.ids("metrics_v1") == ["m-new"]
+        assert recorder.ids("logs") == ["log-1"]
+        assert engine.kombu_transport.size(topic) == 0
+        assert engine.stats()[topic].processed == 3
+
+
+def test_producer_events_reach_the_engine(broker_url: str, topic: str, recorder: Recorder) -> None:
+    """get_logger(...).info(...) through balog.configure('kombu', url=...) reaches the consumer."""
+    balog.configure("kombu", "{env}", topic_vars={"env": topic}, url=broker_url)
+    balog.get_logger("app.jobs").info("done", payload=METRICS)
+    assert balog.flush(10)
+    engine = make_engine(broker_url, topic, recorder)
+    with engine:
+        assert wait_for(lambda: engine.drain(timeout=5) > 0 or bool(recorder.ids("metrics_v0")))
+    [ident] = recorder.ids("metrics_v0")
+    assert len(ident) > 0
+    assert engine.stats()[topic].processed == 1
+
+
+def test_nack_with_delay_comes_back_after_the_delay(broker_url: str, topic: str) -> None:
+    """nack(delay=...) keeps the message away for the delay, then it returns counted."""
+    with KombuTransport(broker_url) as transport:
+        transport.send(topic, [body(LOG, ident="later")])
+        [first] = _receive_one(transport, topic)
+        nacked_at = time.monotonic()
+        transport.nack(first, delay=0.6)
+        assert transport.receive(topic, wait=0.2) == []
+        [again] = _receive_one(transport, topic)
+        waited = time.monotonic() - nacked_at
+        transport.ack(again)
+        transport.close_thread()
+    assert again.receive_count == 2
+    assert again.body == first.body
+    assert waited >= 0.5
+
+
+def test_retry_then_dead_letter_with_reason(
+    broker_url: str, topic: str, recorder: Recorder
+) -> None:
+    """A consumer that keeps failing is retried max_attempts times, then dead-lettered."""
+    recorder.fail = lambda event: True
+    engine = make_engine(broker_url, topic, recorder, max_attempts=3)
+    with engine, running(engine):
+        engine.transport.send(topic, [body(METRICS, ident="doomed")])
+        assert wait_for(lambda: len(engine.transport.dead_letters(topic)) == 1)
+    [letter] = engine.transport.dead_letters(topic)
+    assert recorder.calls == 3
+    assert "ValueError: boom on doomed" in letter.reason
+    assert "after 3 attempts" in letter.reason
+    assert letter.receive_count == 3
+    assert body(METRICS, ident="doomed")[:20] == letter.body[:20]
+    assert engine.kombu_transport.size(topic) == 0
+
+
+def test_retry_succeeds_on_a_later_attempt(broker_url: str, topic: str, recorder: Recorder) -> None:
+    """A message whose consumer failed once comes back with a higher receive count and is
+    processed; nothing is dead-lettered."""
+    failures: list[str] = []
+
+    def fail_once(event: dict[str, Any]) -> bool:
+        ident = event["header"]["id"]
+        if ident in failures:
+            return False
+        failures.append(ident)
+        return True
+
+    recorder.fail = fail_once
+    engine = make_engine(broker_url, topic, recorder)
+    with engine, running(engine):
+        engine.transport.send(topic, [body(LOG, ident="flaky")])
+        assert wait_for(lambda: recorder.ids("logs") == ["flaky"])
+    assert engine.transport.dead_letters(topic) == []
+    assert engine.stats()[topic].retried == 1
+
+
+def test_malformed_messages_are_quarantined(
+    broker_url: str, topic: str, recorder: Recorder
+) -> None:
+    """Bodies that are not JSON, or not valid events, go to the dead-letter queue at once."""
+    engine = make_engine(broker_url, topic, recorder)
+    with engine:
+        engine.transport.send(topic, [b"\xff not json", b'{"schema": "0.1.0"}'])
+        engine.drain(timeout=20)
+        letters = engine.transport.dead_letters(topic)
+    assert len(letters) == 2
+    assert all(letter.reason.startswith("invalid event") for letter in letters)
+    assert recorder.calls == 0
+
+
+def test_pickle_and_yaml_are_never_deserialised(
+    broker_url: str, topic: str, recorder: Recorder, tmp_path: pathlib.Path
+) -> None:
+    """A pickled message (which would create a file when unpickled) and a YAML one are
+    dead-lettered without being decoded; the consumer never sees them."""
+    sentinel = tmp_path / "unpickled"
+
+    class Trap:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (pathlib.Path.touch, (sentinel,))
+
+    pickled = pickle.dumps(Trap())
+    engine = make_engine(broker_url, topic, recorder)
+    with engine, kombu.Connection(engine.kombu_transport.url) as connection:
+        engine.kombu_transport.send(topic, [])  # nothing sent; the queue is declared below
+        kombu.Queue(topic, kombu.Exchange(""), routing_key=topic, durable=True)(
+            connection.default_channel
+        ).declare()
+        producer = connection.Producer()
+        producer.publish(
+            pickled,
+            routing_key=topic,
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+        )
+        producer.publish(
+            body(LOG).decode(),
+            routing_key=topic,
+            content_type="application/x-yaml",
+            content_encoding="utf-8",
+        )
+        engine.drain(timeout=20)
+        letters = engine.transport.dead_letters(topic)
+    assert not sentinel.exists()
+    assert recorder.calls == 0
+    reasons = sorted(letter.reason for letter in letters)
+    assert reasons == [
+        "content type 'application/x-python-serialize' is not accepted (accepted: json)",
+        "content type 'application/x-yaml' is not accepted (accepted: json)",
+    ]
+    assert pickled in [letter.body for letter in letters]
+
+
+def test_a_consumer_that_raised_never_ends_the_worker(
+    broker_url: str, topic: str, recorder: Recorder
+) -> None:
+    """After consumers raise, the same running engine keeps processing later events."""
+    recorder.fail = lambda event: event["header"]["id"].startswith("bad")
+    engine = make_engine(broker_url, topic, recorder, max_attempts=1)
+    with engine, running(engine):
+        engine.transport.send(topic, [body(LOG, ident=f"bad-{i}") for i in range(3)])
+        assert wait_for(lambda: len(engine.transport.dead_letters(topic)) == 3)
+        engine.transport.send(topic, [body(LOG, ident=f"good-{i}") for i in range(5)])
+        assert wait_for(lambda: len(recorder.ids("logs")) == 5)
+    assert [f"good-{i}" for i in range(5)] == sorted(recorder.ids("logs"))
+
+
+def test_stop_returns_prefetched_messages(broker_url: str, topic: str, recorder: Recorder) -> None:
+    """Stopping finishes the event in hand and gives every prefetched one back to the queue."""
+    recorder.delay = 0.05
+    engine = make_engine(broker_url, topic, recorder, prefetch=100, batch_size=10)
+    with engine:
+        engine.transport.send(topic, [body(LOG, ident=f"e{i}") for i in range(40)])
+        with running(engine):
+            assert wait_for(lambda: len(recorder.ids("logs")) >= 2)
+        done = len(recorder.ids("logs"))
+        assert done < 40
+        assert wait_for(lambda: engine.kombu_transport.size(topic) == 40 - done)
+        assert engine.transport.dead_letters(topic) == []
+
+
+def named(url: str, name: str) -> dict[str, Any]:
+    """Transport options that name every connection, so a test can cut only its own."""
+    if url.startswith("amqp"):
+        return {"client_properties": {"connection_name": name}}
+    return {"client_name": name}
+
+
+def kill_connections(url: str, name: str) -> int:
+    """Close, from the server side, every client connection named ``name``; return how many."""
+    if url.startswith("amqp"):
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "pid",
+                "client_properties",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        pids = [line.split("\t")[0] for line in listed.stdout.splitlines() if name in line]
+        for pid in pids:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "balog test"], check=True, timeout=60
+            )
+        return len(pids)
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+        for ident in ids:
+            client.client_kill_filter(_id=ident)
+        return len(ids)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
+def test_server_side_disconnect_mid_stream_loses_nothing(
+    broker: str,
+    request: pytest.FixtureRequest,
+    unique_name: str,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker closes the engine's connections mid-stream; the engine reconnects and every
+    event is still processed at least once, including events published after the cut."""
+    url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
+    if broker == "amqp" and not _rabbitmqctl_works():
+        pytest.skip("rabbitmqctl cannot reach the broker")
+    topic = unique_name
+    recorder.delay = 0.02
+    engine = make_engine(
+        url, topic, recorder, prefetch=20, lease=5.0, transport_options=named(url, topic)
+    )
+    sent = [f"e{i}" for i in range(250)]
+    try:
+        with engine, running(engine):
+            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[:200]])
+            assert wait_for(lambda: len(recorder.ids("logs")) >= 10)
+            assert kill_connections(url, topic) >= 2  # the consumer's and the publisher's
+            assert len(set(recorder.ids("logs"))) < 200  # the cut came mid-stream
+            engine.transport.send(topic, [body(LOG, ident=i) for i in sent[200:]])
+            assert wait_for(lambda: set(recorder.ids("logs")) == set(sent), timeout=40)
+        # The cut reached the engine: a receive failed, and it carried on.
+        assert any(
+            r.name == "balog.engine" and "receive from" in r.getMessage() for r in caplog.records
+        )
+    finally:
+        with KombuTransport(url) as transport:
+            transport.delete(topic)
+
+
+@functools.cache
+def _rabbitmqctl_works() -> bool:
+    try:
+        done = subprocess.run(
+            ["rabbitmqctl", "status"], capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        if os.environ.get("CI"):
+            raise
+        return False
+    return done.returncode == 0
+
+
+def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
+    redis_url: str, unique_name: str, recorder: Recorder
+) -> None:
+    """On Redis, a handler running longer than the visibility timeout keeps its message: the
+    engine sets visibility_timeout to its lease and extends it; the message is handled once."""
+    recorder.delay = 2.5
+    engine = make_engine(redis_url, unique_name, recorder, lease=1.0, concurrency=2)
+    assert engine.kombu_transport.visibility_timeout == 1.0
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="slow")])
+            assert wait_for(lambda: recorder.ids("logs") == ["slow"])
+            time.sleep(1.5)  # would a restored copy be picked up by the second worker?
+        assert recorder.calls == 1
+    finally:
+        with KombuTransport(redis_url) as transport:
+            transport.delete(unique_name)
+
+
+def _unacked(url: str, topic: str, prefix: str) -> int:
+    if url.startswith("amqp"):
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        for line in listed.stdout.splitlines():
+            name, _, count = line.partition("\t")
+            if name == topic:
+                return int(count)
+        return -1
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.zcard(prefix + "unacked_index"))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
+def test_batched_acks_are_sent_while_a_long_handler_runs(
+    broker: str, request: pytest.FixtureRequest, unique_name: str, recorder: Recorder
+) -> None:
+    """The engine holds acks back to send them together, but not while a worker is busy with a
+    long handler: the ack of an earlier message reaches the broker during that handler."""
+    url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
+    if broker == "amqp" and not _rabbitmqctl_works():
+        pytest.skip("rabbitmqctl cannot reach the broker")
+    prefix = f"{unique_name}:"
+    options = {"global_keyprefix": prefix} if broker == "redis" else {}
+    release = threading.Event()
+    recorder.pause = lambda event: event["header"]["id"] == "slow" and release.wait(30)
+    engine = make_engine(url, unique_name, recorder, transport_options=options)
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="fast"), body(LOG, ident="slow")])
+            assert wait_for(lambda: recorder.calls == 2)
+            try:
+                assert wait_for(lambda: _unacked(url, unique_name, prefix) == 1, timeout=10)
+            finally:
+                release.set()
+            assert wait_for(lambda: recorder.ids("logs") == ["fast", "slow"])
+    finally:
+        with KombuTransport(url, transport_options=options) as transport:
+            transport.delete(unique_name)
+
+
+def test_quorum_queues_through_queue_arguments(
+    rabbitmq_url: str, unique_name: str, recorder: Recorder
+) -> None:
+    """queue_arguments declare the topic and dead-letter queues as RabbitMQ quorum queues;
+    processing, delayed retries and dead letters work on them as on classic queues."""
+    recorder.fail = lambda event: event["header"]["id"] == "bad"
+    quorum = {"x-queue-type": "quorum"}
+    engine = make_engine(
+        rabbitmq_url, unique_name, recorder, queue_arguments=quorum, max_attempts=2
+    )
+    try:
+        with engine, running(engine):
+            engine.transport.send(unique_name, [body(LOG, ident="good"), body(LOG, ident="bad")])
+            assert wait_for(lambda: len(engine.transport.dead_letters(unique_name)) == 1)
+        assert recorder.ids("logs") == ["good"]
+        assert recorder.calls == 3
+    finally:
+        with KombuTransport(rabbitmq_url, queue_arguments=quorum) as transport:
+            transport.delete(unique_name)
+
+
+def test_late_ack_after_the_connection_went_raises_lease_expired(
+    broker_url: str, topic: str
+) -> None:
+    """An ack for a delivery whose connection is gone raises LeaseExpired (it does not crash),
+    and the broker gives the message out again."""
+    with KombuTransport(broker_url) as transport:
+        transport.send(topic, [body(LOG, ident="orphan")])
+        [delivery] = _receive_one(transport, topic)
+        transport.close_thread()  # the connection that received it ends: the message goes back
+        with pytest.raises(LeaseExpired):
+            transport.ack(delivery)
+        [again] = _receive_one(transport, topic)
+        assert again.body == delivery.body
+        transport.ack(again)
+        transport.close_thread()
+        assert transport.size(topic) == 0
+
+
+def test_broker_refusal_under_confirms_raises_send_error(
+    rabbitmq_url: str, unique_name: str
+) -> None:
+    """With publisher confirms, bodies the broker nacks (a full queue that rejects publishes) are
+    reported by index in SendError; the others were stored."""
+    arguments = {"x-max-length": 2, "x-overflow": "reject-publish"}
+    with KombuTransport(rabbitmq_url, queue_arguments=arguments) as transport:
+        try:
+            with pytest.raises(SendError) as refused:
+                transport.send(unique_name, [body(LOG, ident=f"n{i}") for i in range(5)])
+            assert refused.value.failed == (2, 3, 4)
+            assert transport.size(unique_name) == 2
+        finally:
+            transport.delete(unique_name)
+
+
+def test_body_over_max_body_size_is_refused_before_sending(broker_url: str, topic: str) -> None:
+    """A body over max_body_size raises MessageTooLarge and nothing of the batch is sent."""
+    with KombuTransport(broker_url, max_body_size=1000) as transport:
+        with pytest.raises(MessageTooLarge):
+            transport.send(topic, [body(LOG), b"x" * 1001])
+        assert transport.size(topic) == 0
+
+
+def test_create_engine_and_settings_build_the_kombu_engine(broker_url: str, topic: str) -> None:
+    """create_engine('kombu', url=...) and engine_from_settings both give a KombuEngine."""
+    hub = Recorder().hub()
+    op = Operator({"env": topic})
+    engine = create_engine("kombu", hub=hub, consumer_operator=op, url=broker_url, prefetch=7)
+    settings = {
+        "balog.engine": "kombu",
+        "balog.engine.url": broker_url,
+        "balog.engine.prefetch": "20",
+        "balog.engine.max_attempts": "2",
+    }
+    from_settings = engine_from_settings(settings, hub=hub, consumer_operator=op)
+    with engine, from_settings:
+        assert isinstance(engine, KombuEngine)
+        assert isinstance(from_settings, KombuEngine)
+        assert engine.kombu_transport.prefetch == 7
+        assert from_settings.kombu_transport.prefetch == 20
+        assert from_settings.max_attempts == 2
+        assert {topic: hub.consumers} == {t: list(c) for t, c in from_settings.routes().items()}
+
+
+def test_password_never_appears_in_reprs_errors_or_logs(
+    rabbitmq_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker password is masked in reprs and absent from errors (wrong password, refused
+    connection) and from every log line."""
+    caplog.set_level(logging.DEBUG)
+    hub = Recorder().hub()
+    wrong = f"amqp://guest:{CANARY}@127.0.0.1:5672//"
+    refused = f"amqp://guest:{CANARY}@127.0.0.1:1//"
+    redis_url = f"redis://:{CANARY}@127.0.0.1:1/0"
+    engine = KombuEngine(hub, url=wrong, max_retries=0, connect_timeout=2)
+    assert repr(engine.transport) == "KombuTransport(url='amqp://guest:**@127.0.0.1:5672//')"
+    assert CANARY not in repr(engine)
+    errors: list[BaseException] = []
+    with pytest.raises(AuthenticationError) as auth:
+        engine.transport.send("t-canary", [b"{}"])
+    errors.append(auth.value)
+    for url in (refused, redis_url):
+        transport = KombuTransport(url, max_retries=1, connect_timeout=1)
+        assert CANARY not in repr(transport)
+        with pytest.raises(TransportConnectionError) as refused_exc:
+            transport.send("t-canary", [b"{}"])
+        errors.append(refused_exc.value)
+        with pytest.raises(TransportConnectionError) as receive_exc:
+            transport.receive("t-canary", wait=0.1)
+        errors.append(receive_exc.value)
+    engine.close()
+    for error in errors:
+        assert "**@" in str(error)
+        assert CANARY not in str(error)
+        assert CANARY not in repr(error)
+    assert CANARY not in caplog.text
+    assert caplog.records  # the retries were logged, without the password
+
+
+def test_held_retry_is_republished_when_the_session_closes(
+    redis_url: str, unique_name: str
+) -> None:
+    """On Redis a delayed retry is held unacked; closing the session republishes it with its
+    attempt counted instead of losing or forgetting it."""
+    transport = KombuTransport(redis_url)
+    try:
+        transport.send(unique_name, [body(LOG, ident="held")])
+        [delivery] = _receive_one(transport, unique_name)
+        transport.nack(delivery, delay=60.0)
+        assert transport.receive(unique_name, wait=0.2) == []
+        transport.close_thread()
+        [again] = _receive_one(transport, unique_name)
+        assert again.receive_count == 2
+        assert again.headers[ATTEMPTS_HEADER] == "1"
+        assert REASON_HEADER not in again.headers
+        transport.ack(again)
+    finally:
+        transport.delete(unique_name)
+        transport.close()
+
+
+def _receive_one(transport: KombuTransport, topic: str) -> list[Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = transport.receive(topic, wait=0.5)
+        if got:
+            return got
+    return []
