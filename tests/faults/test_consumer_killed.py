@@ -34,38 +34,9 @@ def test_consumer_killed_mid_stream_loses_nothing(
     for round_no in range(rounds):
         ledger = tmp_path / f"ledger-{round_no}.txt"
         produced = fault_backend.produce(events, prefix=f"r{round_no}-")
-        points = sorted(rng.sample(range(20, events - 20), kills))
-        for point in points:
-            consumer = ConsumerProcess(
-                fault_backend.engine, fault_backend.topic, ledger, options=fault_backend.options
-            )
-            try:
-                consumer.wait_ready()
-                wait_for(
-                    lambda p=point: len(read_ids(ledger)) >= p or consumer.proc.poll() is not None,
-                    timeout=60 + LEASE * 2,
-                    what=f"{point} events processed",
-                )
-                assert consumer.proc.poll() is None, consumer.stderr()[-3000:]
-                consumer.kill()
-            finally:
-                consumer.close()
-        final = ConsumerProcess(
-            fault_backend.engine, fault_backend.topic, ledger, options=fault_backend.options
-        )
-        try:
-            final.wait_ready()
-            wanted = set(produced)
-            allowed = kills * fault_backend.lost_per_crash
-            try:
-                wait_for(lambda: len(wanted - set(read_ids(ledger))) <= allowed, timeout=90)
-                # Give stragglers (redelivered after a lease) a few leases more to arrive.
-                wait_for(lambda: wanted <= set(read_ids(ledger)), timeout=LEASE * 4)
-            except AssertionError:
-                pass  # the ledger below says what is missing
-            assert final.terminate() == 0
-        finally:
-            final.close()
+        for point in sorted(rng.sample(range(20, events - 20), kills)):
+            kill_at(fault_backend, ledger, point)
+        finish(fault_backend, ledger, produced, allowed=kills * fault_backend.lost_per_crash)
         report = reconcile(
             f"{fault_backend.name}-sigkill-x{kills}-round{round_no}", produced, read_ids(ledger)
         )
@@ -73,6 +44,39 @@ def test_consumer_killed_mid_stream_loses_nothing(
         # already popped (see docs/guarantees.md); at most one per kill. Every other: none.
         assert len(report.lost) <= kills * fault_backend.lost_per_crash, report.lost
         assert report.unexpected == []
+
+
+def kill_at(backend: FaultBackend, ledger: Path, point: int) -> None:
+    """Start a consumer, SIGKILL it once the ledger holds ``point`` ids."""
+    consumer = ConsumerProcess(backend.engine, backend.topic, ledger, options=backend.options)
+    try:
+        consumer.wait_ready()
+        wait_for(
+            lambda: len(read_ids(ledger)) >= point or consumer.proc.poll() is not None,
+            timeout=60 + LEASE * 2,
+            what=f"{point} events processed",
+        )
+        assert consumer.proc.poll() is None, consumer.stderr()[-3000:]
+        consumer.kill()
+    finally:
+        consumer.close()
+
+
+def finish(backend: FaultBackend, ledger: Path, produced: list[str], allowed: int) -> None:
+    """Run a last consumer until every id (but ``allowed`` lost ones) is in the ledger."""
+    final = ConsumerProcess(backend.engine, backend.topic, ledger, options=backend.options)
+    wanted = set(produced)
+    try:
+        final.wait_ready()
+        try:
+            wait_for(lambda: len(wanted - set(read_ids(ledger))) <= allowed, timeout=90)
+            # Give stragglers (redelivered after a lease) a few leases more to arrive.
+            wait_for(lambda: wanted <= set(read_ids(ledger)), timeout=LEASE * 4)
+        except AssertionError:
+            pass  # the caller's ledger says what is missing
+        assert final.terminate() == 0
+    finally:
+        final.close()
 
 
 def test_sigterm_finishes_in_flight_and_hands_the_rest_over_at_once(
