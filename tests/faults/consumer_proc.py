@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,11 +65,25 @@ def main() -> int:
 
     options = dict(o.split("=", 1) for o in args.option)
     hub = ConsumerHub([Consumer(consume, args.topic, name="ledger")])
-    engine = create_engine(args.engine, hub=hub, **{k: _value(v) for k, v in options.items()})
+    values = {k: _value(v) for k, v in options.items()}
+    engine = create_engine(args.engine, hub=hub, handle_signals=False, **values)
+    # Our own SIGTERM handler, installed before "ready": a SIGTERM that comes before run() has
+    # started must still stop the engine cleanly (stop() is asked again until run() returns).
+    term, done = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: term.set())
+
+    def stopper() -> None:
+        term.wait()
+        while not done.is_set():
+            engine.stop()
+            done.wait(0.1)
+
+    threading.Thread(target=stopper, daemon=True).start()
     print("ready", flush=True)
     try:
         engine.run()
     finally:
+        done.set()
         engine.close()
     return 0
 
