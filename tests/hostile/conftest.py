@@ -54,10 +54,72 @@ def _memory(request: pytest.FixtureRequest, topic: str) -> Backend:
     return Backend("memory", MemoryTransport(broker, max_body_size=size), make, topic)
 
 
-BACKENDS: dict[str, Callable[[pytest.FixtureRequest, str], Backend]] = {"memory": _memory}
+def _sqlite(request: pytest.FixtureRequest, topic: str) -> Backend:
+    from balog.engines.sqlite import SQLiteEngine
+    from balog.transports.sqlite import SQLiteTransport
+
+    path = str(request.getfixturevalue("tmp_path") / "hostile.db")
+
+    def make(hub: ConsumerHub, **options: Any) -> TransportEngine:
+        return SQLiteEngine(hub, path=path, wait=0.2, **options)
+
+    return Backend("sqlite", SQLiteTransport(path), make, topic)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+def _kombu(url: str, name: str, topic: str) -> Backend:
+    from balog.engines.kombu import KombuEngine
+    from balog.transports.kombu import KombuTransport
+
+    def make(hub: ConsumerHub, **options: Any) -> TransportEngine:
+        return KombuEngine(hub, url=url, wait=0.2, **options)
+
+    transport = KombuTransport(url)
+    backend = Backend(name, transport, make, topic)
+
+    def purge() -> None:
+        for t in (topic, transport.dead_letter_topic(topic)):
+            try:
+                transport.purge(t)
+            except Exception:
+                pass
+
+    backend.cleanup.append(purge)
+    return backend
+
+
+def _rabbitmq(request: pytest.FixtureRequest, topic: str) -> Backend:
+    return _kombu(request.getfixturevalue("rabbitmq_url"), "rabbitmq", topic)
+
+
+def _redis(request: pytest.FixtureRequest, topic: str) -> Backend:
+    return _kombu(request.getfixturevalue("redis_url"), "redis", topic)
+
+
+def _sqs(request: pytest.FixtureRequest, topic: str) -> Backend:
+    from balog.engines.sqs import SQSEngine
+    from balog.transports.sqs import SQSTransport
+
+    endpoint = request.getfixturevalue("sqs_endpoint")
+
+    def make(hub: ConsumerHub, **options: Any) -> TransportEngine:
+        return SQSEngine(
+            hub, endpoint_url=endpoint, region="us-east-1", create_queues=True, wait=0.2, **options
+        )
+
+    transport = SQSTransport(endpoint_url=endpoint, region="us-east-1", create_queues=True)
+    return Backend("sqs", transport, make, topic)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, str], Backend]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "rabbitmq": _rabbitmq,
+    "redis": _redis,
+    "sqs": _sqs,
+}
+
+
+@pytest.fixture(params=list(BACKENDS))
 def backend(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Backend]:
     """Each backend in turn, on a fresh topic; its resources are released afterwards."""
     made = BACKENDS[request.param](request, unique_name)
