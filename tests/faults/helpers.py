@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 CONSUMER_SCRIPT = Path(__file__).with_name("consumer_proc.py")
 
@@ -312,3 +313,66 @@ def _reset(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+# -- our own connections, to drop them on the server side ---------------------------------------
+
+
+def own_local_ports() -> set[int]:
+    """Local TCP ports of this process's sockets (from /proc): our connections and no others."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def close_own_rabbitmq_connections() -> int:
+    """Close, on the RabbitMQ server, every connection this process holds; return how many."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "peer_port"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    ours = own_local_ports()
+    closed = 0
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) in ours:
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", parts[0], "fault test"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            closed += 1
+    return closed
+
+
+def kill_own_redis_clients(client: Any) -> int:
+    """CLIENT KILL every Redis connection of this process but ``client``'s; return how many."""
+    ours = own_local_ports()
+    me = client.client_id()
+    killed = 0
+    for entry in client.client_list():
+        port = int(str(entry["addr"]).rsplit(":", 1)[1])
+        if port in ours and int(entry["id"]) != me:
+            client.client_kill_filter(_id=entry["id"])
+            killed += 1
+    return killed
