@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint check test-minimal bench clean
 
-$(STAMP): setup.py pyproject.toml
+$(STAMP): setup.py pyproject.toml examples/balog-postgres/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[all,test]'
+	$(BIN)/python -m pip install -q -e examples/balog-postgres
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,6 +6,8 @@ backend has an engine of its own).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from balog.consumers import ConsumerHub
@@ -18,8 +20,6 @@ from balog.transports.memory import MemoryBroker, MemoryTransport
 
 class TestMemoryTransport(TransportConformance):
     """The reference semantics: the memory transport on the generic TransportEngine."""
-
-    lease = 0.5
 
     @pytest.fixture(autouse=True)
     def _broker(self) -> None:
@@ -44,3 +44,78 @@ class TestMemoryEngine(TestMemoryTransport):
             lease=self.engine_lease,
             handle_signals=False,
         )
+
+
+class TestSQSTransport(TransportConformance):
+    """SQS, on the moto server over real HTTP with real boto3."""
+
+    lease = 1.0  # SQS visibility timeouts are whole seconds
+
+    @pytest.fixture(autouse=True)
+    def _endpoint(self, sqs_endpoint: str) -> None:
+        self.endpoint = sqs_endpoint
+
+    def make_transport(self) -> Transport:
+        from balog.transports.sqs import SQSTransport
+
+        return SQSTransport(
+            endpoint_url=self.endpoint, region="us-east-1", create_queues=True, retry_delay=0.01
+        )
+
+
+class _Kombu(TransportConformance):
+    """kombu on one broker URL, the transport on the generic engine and under KombuEngine."""
+
+    url: str
+
+    def make_transport(self) -> Transport:
+        from balog.transports.kombu import KombuTransport
+
+        return KombuTransport(self.url, **self.transport_kwargs())
+
+    def transport_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def make_engine(
+        self, hub: ConsumerHub, transport: Transport, *, max_attempts: int, batch_size: int
+    ) -> Engine:
+        from balog.engines.kombu import KombuEngine
+
+        return KombuEngine(
+            hub,
+            url=self.url,
+            max_attempts=max_attempts,
+            batch_size=batch_size,
+            backoff=Backoff(base=0.05, factor=1.0, jitter=0.0),
+            wait=0.2,
+            lease=self.engine_lease,
+            handle_signals=False,
+            **self.transport_kwargs(),
+        )
+
+
+class TestKombuRabbitMQ(_Kombu):
+    """kombu on RabbitMQ (AMQP): no lease expiry or extension, native delays."""
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, rabbitmq_url: str) -> None:
+        self.url = rabbitmq_url
+
+
+class TestKombuRedis(_Kombu):
+    """kombu on Redis: leases are kombu's visibility timeout, extended by the transport."""
+
+    lease = 1.0
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, redis_url: str) -> None:
+        self.url = redis_url
+
+    def transport_kwargs(self) -> dict[str, Any]:
+        return {"transport_options": {"visibility_timeout": self.lease}}
+
+
+class TestKombuMemory(_Kombu):
+    """kombu's in-process memory:// transport."""
+
+    url = "memory://"

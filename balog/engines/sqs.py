@@ -192,7 +192,7 @@ class SQSEngine(TransportEngine):
         # unknown here, so it is due for one at the keeper's next round.
         if delivery.lease is not None:
             with self._lock:
-                self._in_flight[id(delivery)] = (delivery, time.monotonic() - delivery.lease / 2)
+                self._in_flight[id(delivery)] = [delivery, time.monotonic() - delivery.lease / 2]
         return outcome
 
     def _process_batch(

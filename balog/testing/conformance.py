@@ -569,20 +569,33 @@ class TransportConformance:
             label: ConsumerHub([Consumer(recorder(label), topic, name=f"conformance.{label}")])
             for label in done
         }
-        sent = [_event_body(i) for i in range(30)]
-        ids = {event_id for event_id, _ in sent}
+        ids: set[str] = set()
+
+        def both_busy() -> bool:
+            with lock:
+                return bool(done["A"]) and bool(done["B"])
+
+        def all_done() -> bool:
+            with lock:
+                return ids <= set(done["A"]) | set(done["B"])
+
         with (
             self._harness(self._engine(hubs["A"], batch_size=1), t) as a,
             self._harness(self._engine(hubs["B"], batch_size=1), t) as b,
         ):
             a.start()
             b.start()
-            t.send(topic, [body for _, body in sent])
-
-            def all_done() -> bool:
-                with lock:
-                    return ids <= set(done["A"]) | set(done["B"])
-
+            # Send in small rounds until both engines have had work: an engine that is still
+            # connecting when the first events arrive must not make the check fail, but one
+            # that never gets any work while events keep coming must.
+            deadline = time.monotonic() + self.timeout * 3
+            while not both_busy() and len(ids) < 300 and time.monotonic() < deadline:
+                sent = [_event_body(len(ids) + i) for i in range(5)]
+                t.send(topic, [body for _, body in sent])
+                ids.update(event_id for event_id, _ in sent)
+                round_end = time.monotonic() + 0.2
+                while not both_busy() and time.monotonic() < round_end:
+                    time.sleep(0.01)
             a.run_until(
                 all_done,
                 timeout=self.timeout * 3,
@@ -590,8 +603,8 @@ class TransportConformance:
             )
         for label in done:
             assert done[label], (
-                f"engine {label} processed none of the {len(ids)} events: two engines on one "
-                "topic do not share the work"
+                f"engine {label} processed none of the {len(ids)} events sent while both ran: "
+                "two engines on one topic do not share the work"
             )
 
     def test_stop_returns_promptly_and_releases_unstarted(

@@ -686,7 +686,12 @@ class KombuTransport(Transport):
                     stream = session.stream(topic)
                     if stream.acks_due():
                         stream.flush_acks()
-                    self._fill(session, stream, max_messages, max(0.0, deadline - time.monotonic()))
+                    remaining = max(0.0, deadline - time.monotonic())
+                    if session.held:
+                        # Wake when a held retry is due: republished late, Redis would restore
+                        # the original too (a duplicate whose receive count did not grow).
+                        remaining = min(remaining, max(0.0, session.held[0][0] - time.monotonic()))
+                    self._fill(session, stream, max_messages, remaining)
                 except TransportError:
                     raise
                 except Exception as exc:
@@ -694,6 +699,8 @@ class KombuTransport(Transport):
                         session.drop_consumers()
                     raise self._error(f"receiving from {topic!r}", exc) from exc
                 if not stream.buffer:
+                    if session.held and time.monotonic() < deadline:
+                        continue
                     break
                 while stream.buffer and len(deliveries) < max_messages:
                     message = stream.buffer.popleft()
