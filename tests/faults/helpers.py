@@ -247,6 +247,7 @@ class FaultProxy:
         with self._lock:
             sockets = list(self._open)
             self._open.clear()
+        self.dropped += len(sockets) // 2  # a client socket and its upstream per connection
         for s in sockets:
             _reset(s)
 

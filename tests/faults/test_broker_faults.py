@@ -82,6 +82,7 @@ def run_with_fault(
     engine_options: dict[str, Any],
     inject: Callable[[], None],
     events: int = 600,
+    recover_within: float = 90.0,
 ) -> None:
     """Produce ``events`` while an engine consumes; call ``inject`` at the half; reconcile."""
     processed: list[str] = []
@@ -217,6 +218,9 @@ def test_sqs_unreachable_for_a_while_mid_run(sqs_endpoint: str, unique_name: str
             },
             inject,
             events=300,
+            # A request whose connection died silently waits out the read timeout (25 s), not
+            # botocore's default 60 s.
+            recover_within=45.0,
         )
     finally:
         proxy.close()
