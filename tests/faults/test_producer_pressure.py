@@ -218,7 +218,7 @@ def test_flaky_transport_loses_no_event_whose_send_was_confirmed() -> None:
 def test_transport_down_does_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
     """A broker failing at once for every batch: a few producer log lines a second, not one each."""
     caplog.set_level(logging.INFO, logger="balog.producer")
-    transport = DownTransport(latency=0.0)
+    transport = DownTransport(latency=0.001)  # fails at once, ~4 s of failing batches in all
     handler = configure(transport, buffer_size=EVENTS, max_retries=1, retry_delay=0.0)
     started = time.monotonic()
     log_many(20_000)
