@@ -38,6 +38,7 @@ test-minimal:
 	  tests/test_consumers.py tests/test_producer.py tests/test_engine.py tests/test_plugins.py
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[all,test,bench]'
 	$(BIN)/python -m benchmarks
 
 clean:

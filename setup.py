@@ -7,6 +7,8 @@ extras = {
     "sqs": ["boto3>=1.35"],
     "kombu": ["kombu>=5.3", "redis>=4.5"],
     "fast": ["orjson>=3.9"],
+    # `make bench`: the peers measured against balog, and a sampling profiler for the docs.
+    "bench": ["dramatiq[rabbitmq,redis]>=1.15", "celery>=5.3", "py-spy>=0.3"],
     "test": [
         "pytest>=7.4",
         "hypothesis>=6.80",

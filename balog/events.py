@@ -19,11 +19,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pkgutil
 import random
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from importlib import metadata, resources
 from typing import Any, TypeAlias
 
 from balog._text import clip
@@ -101,7 +101,15 @@ def _pick_codec() -> tuple[Callable[[bytes | str], Any], Callable[[Any], bytes]]
         import orjson
     except ImportError:  # pragma: no cover - exercised where orjson is not installed
         return std_loads, std_dumps
-    return orjson.loads, orjson.dumps
+    orjson_dumps = orjson.dumps
+
+    def compact_dumps(obj: Any) -> bytes:
+        # orjson writes into a buffer of at least a few KiB and shrinks it in place; the freed
+        # tail stays behind as a hole in the heap, so each body kept (a queued message, a
+        # recorded send) holds about 4 KiB of memory. A copy costs 0.2 us and holds its length.
+        return bytes(memoryview(orjson_dumps(obj)))
+
+    return orjson.loads, compact_dumps
 
 
 loads, dumps = _pick_codec()
@@ -110,8 +118,12 @@ installed (the ``fast`` extra), the standard library otherwise."""
 
 
 def _load_schema(filename: str) -> dict[str, Any]:
-    text = resources.files("balog.schemas").joinpath(filename).read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    # pkgutil rather than importlib.resources, whose import alone (tempfile, zipfile, ...)
+    # costs `import balog` more than 10 ms; both read through the package's loader.
+    data = pkgutil.get_data("balog", f"schemas/{filename}")
+    if data is None:  # pragma: no cover - only with a loader that cannot read data files
+        raise ConfigurationError(f"balog's schema {filename} cannot be read")
+    schema: dict[str, Any] = json.loads(data)
     return schema
 
 
@@ -236,6 +248,8 @@ class SchemaRegistry:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
+        from importlib import metadata  # 25 ms to import: only once a payload schema is needed
+
         for ep in metadata.entry_points(group=PAYLOAD_SCHEMA_GROUP):
             try:
                 obj = ep.load()

@@ -142,8 +142,10 @@ class EventHandler(logging.Handler):
     ``capture_plain`` is true, and are ignored otherwise. balog's own records are never sent.
 
     ``buffer_size`` events wait at most; past that new events are dropped and counted.
-    ``batch_size`` events go per send. A failing send is retried ``max_retries`` times, waiting
-    ``retry_delay`` seconds and doubling. ``validate`` checks events against their schemas before
+    Up to ``batch_size`` events go per ``send``; the transport splits them into its own batch
+    calls (SQS's ten), and fewer, larger sends mean fewer publisher-confirm round trips on AMQP.
+    A failing send is retried ``max_retries`` times, waiting ``retry_delay`` seconds and
+    doubling. ``validate`` checks events against their schemas before
     sending (invalid ones are dropped and counted). At interpreter exit the handler flushes for up
     to ``exit_timeout`` seconds. Works with ``logging.config.dictConfig``::
 
@@ -163,17 +165,19 @@ class EventHandler(logging.Handler):
         application: str | None = None,
         context: Mapping[str, Any] | None = None,
         buffer_size: int = 10_000,
-        batch_size: int = 10,
+        batch_size: int = 100,
         max_retries: int = 3,
         retry_delay: float = 0.2,
         validate: bool = True,
         registry: SchemaRegistry | None = None,
         exit_timeout: float = 5.0,
     ) -> None:
-        super().__init__(level)
         from balog.transports import create_transport
 
+        # Built before logging.Handler.__init__ registers the handler for flushing at shutdown,
+        # so that a transport that cannot be built leaves no half-made handler behind.
         self.transport = create_transport(transport, **dict(transport_options or {}))
+        super().__init__(level)
         self._owns_transport = not isinstance(transport, Transport)
         self.topic = topic.format(**dict(topic_vars or {}))
         self.capture_plain = capture_plain

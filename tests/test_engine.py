@@ -323,3 +323,21 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [backoff.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     jittered = Backoff(base=10.0, jitter=0.1)
     assert all(9.0 <= jittered.delay(1) <= 11.0 for _ in range(50))
+
+
+def test_lease_keeper_renews_entries_a_subclass_tracked_as_tuples() -> None:
+    """extend_due_leases renews a due delivery whether its in-flight entry is the base's
+    [delivery, since] list or a (delivery, since) tuple a subclass wrote, and its clock restarts."""
+    broker = MemoryBroker()
+    MemoryTransport(broker).send("t", [body(), body()])
+    engine = MemoryEngine(ConsumerHub([Consumer(lambda e: None, "t")]), broker=broker, lease=10)
+    first, second = engine.transport.receive("t", max_messages=2, wait=0, lease=10)
+    long_ago = time.monotonic() - 60
+    engine._in_flight[id(first)] = [first, long_ago]
+    engine._in_flight[id(second)] = (second, long_ago)
+    engine.extend_due_leases()
+    renewed = {key: entry[1] > long_ago for key, entry in engine._in_flight.items()}
+    assert renewed == {id(first): True, id(second): True}
+    engine.transport.ack(first)
+    engine.transport.ack(second)
+    assert broker.size("t") == 0

@@ -315,6 +315,25 @@ def test_event_formatter_writes_one_json_line() -> None:
     assert event["header"]["channel"] == "fmtapp"
 
 
+def test_handler_whose_transport_cannot_be_built_leaves_nothing_behind() -> None:
+    """A handler that failed to build its transport is not left registered with logging, so the
+    interpreter's shutdown does not trip over it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import balog\n"
+        "from balog.exceptions import PluginNotFound\n"
+        "try:\n"
+        "    balog.configure('no-such-transport', 't')\n"
+        "except PluginNotFound as exc:\n"
+        "    kept = exc  # its traceback keeps the half-built handler alive until exit\n"
+        "    print('refused')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "refused", "")
+
+
 def test_default_producer_meets_default_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -186,7 +186,7 @@ class TransportEngine(Engine):
         # In-flight deliveries by id(): [delivery, monotonic time of the last lease renewal].
         # Workers add and remove entries without a lock (single dict operations are atomic);
         # the lease keeper reads a copy and renews an entry in place.
-        self._in_flight: dict[int, list[Any]] = {}
+        self._in_flight: dict[int, list[Any] | tuple[Delivery, float]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -356,11 +356,15 @@ class TransportEngine(Engine):
     def extend_due_leases(self) -> None:
         now = time.monotonic()
         due = [
-            entry
-            for entry in self._in_flight.copy().values()
+            (key, entry)
+            for key, entry in self._in_flight.copy().items()
             if entry[0].lease is not None and now - entry[1] >= entry[0].lease / 2
         ]
-        for entry in due:
+        for key, entry in due:
+            if not isinstance(entry, list):  # a (delivery, since) tuple a subclass put there
+                entry = list(entry)
+                if key in self._in_flight:
+                    self._in_flight[key] = entry
             delivery: Delivery = entry[0]
             try:
                 self.transport.extend_lease(delivery, delivery.lease or self.lease)
