@@ -219,7 +219,9 @@ def test_transport_down_does_not_flood_the_log(caplog: pytest.LogCaptureFixture)
     """A broker failing at once for every batch: a few producer log lines a second, not one each."""
     caplog.set_level(logging.INFO, logger="balog.producer")
     transport = DownTransport(latency=0.001)  # fails at once, ~4 s of failing batches in all
-    handler = configure(transport, buffer_size=EVENTS, max_retries=1, retry_delay=0.0)
+    handler = configure(
+        transport, buffer_size=EVENTS, batch_size=10, max_retries=1, retry_delay=0.0
+    )
     started = time.monotonic()
     log_many(20_000)
     handler.close(timeout=30)
