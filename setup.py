@@ -17,6 +17,9 @@ extras = {
         "mypy>=1.8",
         "boto3-stubs[sqs]>=1.28",
         "types-jsonschema",
+        # The decoder's fuzz target; wheels exist for Linux up to CPython 3.11 (the fuzz test
+        # falls back to hypothesis elsewhere).
+        'atheris>=2.3; platform_system == "Linux" and python_version < "3.12"',
     ],
 }
 extras["all"] = sorted({req for name in ("sqs", "kombu", "fast") for req in extras[name]})

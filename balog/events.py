@@ -21,6 +21,7 @@ import json
 import os
 import pkgutil
 import random
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeAlias
@@ -73,7 +74,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_std_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400 overflows; orjson refuses it too
+        raise ValueError("number is infinity when parsed as double")
+    return value
+
+
+_std_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _std_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -129,11 +137,31 @@ def _compile(schema: Mapping[str, Any]) -> Validator:
         raise ConfigurationError(f"invalid JSON Schema: {clip(str(exc))}") from exc
 
 
+# JSON Schema patterns follow ECMA-262, where ``$`` matches only at the very end; Python's ``$``
+# also matches before a final newline. fastjsonschema rewrites an unescaped ``$`` to ``\Z``; the
+# explaining validator must do the same, or it finds nothing wrong with "0.1.0\n".
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+@functools.lru_cache(maxsize=1)
+def _explainer() -> Any:
+    import jsonschema
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not re.search(
+            _DOLLAR.sub(r"\\Z", patrn), instance
+        ):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    extend: Any = jsonschema.validators.extend
+    return extend(jsonschema.Draft7Validator, {"pattern": pattern})
+
+
 def _explain(schema: Mapping[str, Any], instance: Any, prefix: str) -> tuple[str, str | None]:
     """Return (message, field) for the most relevant reason ``instance`` fails ``schema``."""
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(schema)
+    validator = _explainer()(schema)
     errors = list(validator.iter_errors(instance))
     # Report in document order (envelope before header before payload), shallowest first, so
     # the message names the first thing a reader of the event would need to fix.
@@ -372,6 +400,58 @@ def _depth_exceeds(obj: Any, limit: int) -> bool:
     return False
 
 
+_FACILITY_KEY = re.compile(rb'"(?:schema|header|payload|id|channel|timestamp|context|cls_type)"')
+
+
+def _may_repeat_facility_key(body: bytes) -> bool:
+    """Cheap test: could a key of the facility layer appear twice? False means it cannot.
+
+    JSON parsers disagree on duplicate keys (most keep the last, some the first), so a body with
+    two ``schema`` or two ``channel`` keys could mean one thing to balog and another to a
+    different reader. A name seen once and no ``\\u`` escape (which could spell a name another
+    way) rule that out without a second parse.
+    """
+    if b"\\u" in body:
+        return True
+    found = _FACILITY_KEY.findall(body)
+    return len(found) != len(set(found))
+
+
+class _PairsDict(dict[str, Any]):
+    duplicates: tuple[str, ...] = ()
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _PairsDict:
+    obj = _PairsDict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        repeated: list[str] = []
+        for key, _ in pairs:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        obj.duplicates = tuple(repeated)
+    return obj
+
+
+def _reject_duplicate_facility_keys(body: bytes) -> None:
+    """Raise :class:`DecodeError` if the event, its header or its payload repeats a key."""
+    try:
+        text = body.decode("utf-8")
+        event = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # the first parse accepted it; stay safe
+        raise DecodeError(f"not valid JSON: {clip(str(exc), 120)}") from exc
+    parts: list[tuple[str | None, Any]] = [(None, event)]
+    if isinstance(event, dict):
+        parts += [("header", event.get("header")), ("payload", event.get("payload"))]
+    for prefix, obj in parts:
+        duplicates = getattr(obj, "duplicates", ())
+        if duplicates:
+            name = duplicates[0]
+            field = name if prefix is None else f"{prefix}.{name}"
+            raise DecodeError(f"duplicate key {clip(name, 60)!r}", field=clip(field, 80))
+
+
 def decode(
     body: bytes | str,
     *,
@@ -381,8 +461,9 @@ def decode(
 ) -> EventDict:
     """Parse and validate a wire body; raise a specific :class:`~balog.exceptions.EventError`.
 
-    Checks, in order: size, UTF-8, JSON, object, nesting depth, facility schema (by major
-    version), payload schema (by cls_type, when registered).
+    Checks, in order: size, UTF-8, JSON, object, nesting depth, no key repeated in the event,
+    its header or its payload, facility schema (by major version), payload schema (by cls_type,
+    when registered).
     """
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogatepass")
@@ -396,7 +477,7 @@ def decode(
         raise DecodeError(f"not valid UTF-8 (byte {exc.start})") from exc
     except ValueError as exc:  # JSONDecodeError, int digit limit, NaN/Infinity
         text = str(exc)
-        if "recursion" in text.lower() or "depth" in text.lower():
+        if "recursion" in text.lower() or "depth" in text.lower():  # json / orjson
             raise EventTooDeep(f"nesting deeper than the limit of {max_depth}") from exc
         if "utf-8" in text.lower():
             raise DecodeError("not valid UTF-8") from exc
@@ -406,5 +487,7 @@ def decode(
     # Counting brackets is cheap and bounds the depth, so most bodies skip the walk.
     if body.count(b"[") + body.count(b"{") > max_depth and _depth_exceeds(event, max_depth):
         raise EventTooDeep(f"nesting deeper than the limit of {max_depth}")
+    if _may_repeat_facility_key(body):
+        _reject_duplicate_facility_keys(body)
     (registry or default_registry).validate(event)
     return event

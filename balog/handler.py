@@ -196,6 +196,9 @@ class EventHandler(logging.Handler):
         self._settled = threading.Condition()
         self._closing = False
         self._closed = False
+        self._abandoned = False
+        self._sending = 0
+        self._held_back: dict[str, tuple[float, int]] = {}
         self._last_report = 0.0
         self._reported_drops = 0
         self._thread = threading.Thread(target=self._run, name="balog-producer", daemon=True)
@@ -269,15 +272,23 @@ class EventHandler(logging.Handler):
         """Flush for up to ``timeout`` seconds, stop the sender and close an owned transport."""
         if self._closed:
             return
-        self.flush(timeout)
+        flushed = self.flush(timeout)
         self._closed = True
         self._closing = True
+        # Out of time: the sender finishes the batch in hand (no more retries) and takes no
+        # other, so what is left in the buffer is counted once, here, and not raced for.
+        self._abandoned = not flushed
         self._wake.set()
         self._thread.join(timeout)
-        leftover = len(self._buffer)
+        with self._count_lock:
+            leftover = len(self._buffer)
+            self._buffer.clear()
         if leftover:
             self._stats.dropped_failed += leftover
-            self._buffer.clear()
+        if self._thread.is_alive():
+            logger.warning(
+                "balog closed while a send of %d event(s) was still in progress", self._sending
+            )
         self._report(force=True)
         if self._owns_transport:
             try:
@@ -293,13 +304,16 @@ class EventHandler(logging.Handler):
         while True:
             self._wake.wait(0.5)
             self._wake.clear()
-            while self._buffer:
+            while self._buffer and not self._abandoned:
                 batch = self._take()
+                self._sending = len(batch)
                 try:
                     self._send_batch(batch)
                 except Exception:  # the sender must survive anything
                     logger.exception("balog producer failed to send a batch")
                     self._stats.dropped_failed += len(batch)
+                finally:
+                    self._sending = 0
                 with self._settled:
                     self._settled.notify_all()
                 self._report()
@@ -327,7 +341,8 @@ class EventHandler(logging.Handler):
             return body
         except (EventError, MessageTooLarge, TypeError, ValueError, KeyError) as exc:
             self._stats.invalid += 1
-            logger.error(
+            self._log_held_back(
+                logging.ERROR,
                 "balog dropped an invalid event for %s: %s",
                 topic,
                 clip(f"{type(exc).__name__}: {exc}"),
@@ -361,7 +376,8 @@ class EventHandler(logging.Handler):
                 return
             if attempt < self.max_retries and not self._closing:
                 self._stats.retries += 1
-                logger.warning(
+                self._log_held_back(
+                    logging.WARNING,
                     "sending %d event(s) to %s failed (%s); retry %d of %d in %.1fs",
                     len(pending),
                     topic,
@@ -373,13 +389,31 @@ class EventHandler(logging.Handler):
                 time.sleep(delay)
                 delay *= 2
         self._stats.dropped_failed += len(pending)
-        logger.error(
+        self._log_held_back(
+            logging.ERROR,
             "balog dropped %d event(s) for %s after %d retries: %s",
             len(pending),
             topic,
             self.max_retries,
             clip(f"{type(error).__name__}: {error}"),
         )
+
+    def _log_held_back(self, level: int, message: str, *args: Any) -> None:
+        """Log from the sender thread, at most once a second per message; say how many were held.
+
+        A broker that is down fails every batch: without this, each failure would be a log
+        line, thousands a second. The running totals are in :meth:`_report` and :attr:`stats`.
+        """
+        now = time.monotonic()
+        last, held = self._held_back.get(message, (-1e9, 0))
+        if now - last < 1.0:
+            self._held_back[message] = (last, held + 1)
+            return
+        self._held_back[message] = (now, 0)
+        if held:
+            message += " (%d more like this held back)"
+            args = (*args, held)
+        logger.log(level, message, *args)
 
     def _report(self, force: bool = False) -> None:
         dropped = self._stats.dropped

@@ -287,7 +287,8 @@ class TransportEngine(Engine):
         return outcome
 
     def _failed(self, delivery: Delivery, consumer: Consumer, exc: Exception) -> str:
-        reason = clip(f"consumer {consumer.name} raised {type(exc).__name__}: {exc}", 1000)
+        # 900, not 1000: the dead-letter reason appends the attempts, and is clipped to 1000.
+        reason = clip(f"consumer {consumer.name} raised {type(exc).__name__}: {exc}", 900)
         attempts = delivery.receive_count
         if attempts >= self.max_attempts:
             return self._dead_letter(delivery, f"{reason} (after {attempts} attempts)")

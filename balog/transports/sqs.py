@@ -239,9 +239,14 @@ class SQSTransport(Transport):
         if client is not None:
             self.client: SQSClient = client
             return
+        # botocore waits 60 s for a connection and for a reply by default: a connection that
+        # died silently (a dropped network path) would hold a worker that long. A reply comes
+        # within the longest long poll (MAX_WAIT), so wait a little past that, and no longer.
         defaults = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": 4},
             max_pool_connections=50,
+            connect_timeout=5,
+            read_timeout=MAX_WAIT + 5,
         )
         merged = defaults if config is None else defaults.merge(config)
         with self._translated("client setup", None):
