@@ -129,6 +129,24 @@ redis.call('DEL', ARGV[1])
 return 1
 """
 
+# KEYS: leased zset. ARGV: message key prefix, then id and token per message. Returns 1 (acked)
+# or 0 (lease lost) per message.
+_ACK_MANY = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local key = ARGV[1] .. id
+  if redis.call('HGET', key, 't') == ARGV[i + 1] then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('DEL', key)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
 # KEYS: ready list, delayed zset, leased zset. ARGV: message key, id, token, delay ms,
 # receive-count adjustment (-1 for a release).
 _NACK = (
@@ -252,6 +270,7 @@ class RedisTransport(Transport):
             ) from None
         self._claim = self._client.register_script(_CLAIM)
         self._ack = self._client.register_script(_ACK)
+        self._ack_many = self._client.register_script(_ACK_MANY)
         self._nack = self._client.register_script(_NACK)
         self._extend = self._client.register_script(_EXTEND)
         self._dead_letter = self._client.register_script(_DEAD_LETTER)
@@ -401,6 +420,35 @@ class RedisTransport(Transport):
             )
         if not done:
             raise self._lost(delivery, "ack")
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        """Ack deliveries with one script call per topic; return one outcome per delivery.
+
+        ``None`` means acked; :class:`~balog.exceptions.LeaseExpired` that the lease was lost;
+        another :class:`~balog.exceptions.TransportError` that the call failed (the message
+        stays leased and comes back). Never raises.
+        """
+        outcomes: list[BaseException | None] = [None] * len(deliveries)
+        by_topic: dict[str, list[int]] = {}
+        for i, delivery in enumerate(deliveries):
+            by_topic.setdefault(delivery.topic, []).append(i)
+        for topic, indexes in by_topic.items():
+            for start in range(0, len(indexes), MAX_BATCH):
+                chunk = indexes[start : start + MAX_BATCH]
+                args: list[str] = [self._message("")]
+                try:
+                    for i in chunk:
+                        args.extend(self._handle(deliveries[i]))
+                    with self._errors("ack", topic):
+                        done = self._ack_many(keys=[self._leased(topic)], args=args)
+                except TransportError as exc:
+                    for i in chunk:
+                        outcomes[i] = exc
+                    continue
+                for i, acked in zip(chunk, done, strict=True):
+                    if not acked:
+                        outcomes[i] = self._lost(deliveries[i], "ack")
+        return outcomes
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self._give_back(delivery, delay, adjust=0, action="nack")

@@ -340,3 +340,37 @@ def test_plugins_build_the_transport_and_the_engine(redis_url: str, prefix: str)
         assert isinstance(engine.transport, RedisTransport)
     finally:
         engine.close()
+
+
+def test_ack_many_acks_live_leases_and_reports_lost_ones(
+    transport: RedisTransport, unique_name: str
+) -> None:
+    """ack_many acks every delivery whose lease holds, and gives LeaseExpired for one whose
+    lease ran out and went to another receiver."""
+    transport.send(unique_name, [b"a", b"b", b"c"])
+    short = transport.receive(unique_name, max_messages=1, wait=1.0, lease=0.2)
+    held = transport.receive(unique_name, max_messages=2, wait=1.0)
+    [stolen] = receive_until(transport, unique_name, 1)
+    outcomes = transport.ack_many([*held, *short])
+    assert [None, None, LeaseExpired] == [None if o is None else type(o) for o in outcomes]
+    transport.ack(stolen)
+    assert transport.receive(unique_name, wait=0.3) == []
+
+
+def test_engine_acks_a_drained_batch(redis_url: str, prefix: str, unique_name: str) -> None:
+    """The engine drains 250 events into a consumer and acks them all in batched calls: the
+    topic is empty afterwards and every event was processed once."""
+    from balog.events import encode, new_event
+
+    seen: list[int] = []
+    hub = ConsumerHub([Consumer(lambda e: seen.append(e["payload"]["n"]), unique_name)])
+    engine = RedisEngine(hub, url=redis_url, prefix=prefix, batch_size=100, handle_signals=False)
+    try:
+        bodies = [encode(new_event("bench.n", {"cls_type": "n", "n": n})) for n in range(250)]
+        engine.transport.send(unique_name, bodies)
+        assert engine.drain() == 250
+        assert list(range(250)) == seen
+        assert engine.stats()[unique_name].processed == 250
+        assert engine.transport.receive(unique_name, wait=0.0) == []
+    finally:
+        engine.close()
