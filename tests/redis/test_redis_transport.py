@@ -374,3 +374,22 @@ def test_engine_acks_a_drained_batch(redis_url: str, prefix: str, unique_name: s
         assert engine.transport.receive(unique_name, wait=0.0) == []
     finally:
         engine.close()
+
+
+def test_producer_to_engine_end_to_end(redis_url: str, prefix: str, unique_name: str) -> None:
+    """balog.configure("redis", ...) sends logged events that the redis engine consumes."""
+    import balog
+
+    balog.configure("redis", unique_name, url=redis_url, prefix=prefix)
+    balogger = balog.get_logger("tests.redis")
+    for n in range(20):
+        balogger.info("done", {"cls_type": "n", "n": n})
+    assert balog.flush(timeout=10)
+    seen: list[int] = []
+    hub = ConsumerHub([Consumer(lambda e: seen.append(e["payload"]["n"]), unique_name)])
+    engine = RedisEngine(hub, url=redis_url, prefix=prefix, handle_signals=False)
+    try:
+        assert engine.drain() == 20
+    finally:
+        engine.close()
+    assert list(range(20)) == seen
