@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from balog.exceptions import (
     AuthenticationError,
@@ -249,7 +249,8 @@ class RedisTransport(Transport):
         import redis
 
         self.url = mask_url(url)
-        self._password = urlsplit(url).password or ""
+        raw_password = urlsplit(url).password or ""
+        self._secrets = sorted({raw_password, unquote(raw_password)} - {""}, key=len, reverse=True)
         self.prefix = prefix
         self.default_lease = float(lease)
         self.poll_interval = float(poll_interval)
@@ -295,8 +296,8 @@ class RedisTransport(Transport):
         return f"{self.prefix}m:{message_id}"
 
     def _scrub(self, text: str) -> str:
-        if self._password and self._password in text:
-            text = text.replace(self._password, "**")
+        for secret in self._secrets:
+            text = text.replace(secret, "**")
         return text
 
     @contextmanager

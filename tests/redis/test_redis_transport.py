@@ -393,3 +393,15 @@ def test_producer_to_engine_end_to_end(redis_url: str, prefix: str, unique_name:
     finally:
         engine.close()
     assert list(range(20)) == seen
+
+
+def test_percent_encoded_password_is_hidden_in_both_spellings(unique_name: str) -> None:
+    """A password written percent-encoded in the URL shows in neither spelling."""
+    t = RedisTransport(f"redis://:{CANARY}%40x@127.0.0.1:{closed_port()}/0", connect_timeout=1.0)
+    try:
+        with pytest.raises(TransportConnectionError) as info:
+            t.receive(unique_name, wait=0.0)
+        texts = [repr(t), str(info.value)]
+    finally:
+        t.close()
+    assert [text for text in texts if CANARY in text] == []
