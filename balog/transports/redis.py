@@ -248,8 +248,11 @@ class RedisTransport(Transport):
             raise ConfigurationError("need 0 < poll_interval <= max_poll_interval")
         import redis
 
-        self.url = mask_url(url)
-        raw_password = urlsplit(url).password or ""
+        try:
+            self.url = mask_url(url)
+            raw_password = urlsplit(url).password or ""
+        except ValueError:  # a port that is not a number; the URL may hold a password: not shown
+            raise ConfigurationError("the redis URL is malformed (its port?)") from None
         self._secrets = sorted({raw_password, unquote(raw_password)} - {""}, key=len, reverse=True)
         self.prefix = prefix
         self.default_lease = float(lease)
@@ -266,6 +269,7 @@ class RedisTransport(Transport):
                 decode_responses=False,
             )
         except (ValueError, redis.RedisError) as exc:
+            # Not chained: redis-py's message may quote the URL, password included.
             raise ConfigurationError(
                 f"bad redis URL {self.url!r}: {self._scrub(str(exc))}"
             ) from None

@@ -405,3 +405,11 @@ def test_percent_encoded_password_is_hidden_in_both_spellings(unique_name: str) 
     finally:
         t.close()
     assert [text for text in texts if CANARY in text] == []
+
+
+def test_malformed_url_is_a_configuration_error_without_the_password() -> None:
+    """A URL with a bad port is refused with ConfigurationError that hides the password."""
+    with pytest.raises(ConfigurationError) as info:
+        RedisTransport(f"redis://:{CANARY}@127.0.0.1:notaport/0")
+    assert CANARY not in str(info.value)
+    assert info.value.__cause__ is None
