@@ -171,6 +171,17 @@ def _coalesced_writes(connection: Any) -> Iterator[None]:
         transport.write(b"".join(chunks))
 
 
+def _discard(connection: Any) -> None:
+    """Close ``connection``, even a dead one: a graceful release first, and when that fails
+    (the broker already closed it) kombu's ``collect()``, which closes the socket without
+    speaking the protocol, so no socket is left for the garbage collector."""
+    try:
+        connection.release()
+    except Exception:
+        with contextlib.suppress(Exception):
+            connection.collect()
+
+
 @dataclasses.dataclass(eq=False)
 class _Handle:
     """What a :class:`~balog.transports.base.Delivery` carries: the kombu message and its place."""
@@ -308,8 +319,7 @@ class _Session:
         self.streams.clear()
         connection, self.connection = self.connection, None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.release()
+            _discard(connection)
 
     def close_stream(self, stream: _Stream) -> None:
         """Give back everything buffered, then close the channel (the broker requeues the rest)."""
@@ -354,8 +364,7 @@ class _Session:
         publisher, self.publisher, self.producer = self.publisher, None, None
         self.declared = set()
         if publisher is not None:
-            with contextlib.suppress(Exception):
-                publisher.release()
+            _discard(publisher)
 
     def close(self) -> None:
         for stream in list(self.streams.values()):

@@ -276,6 +276,7 @@ def rabbitmq_restored() -> Iterator[None]:
     subprocess.run(["rabbitmqctl", "-q", "await_startup"], capture_output=True, timeout=120)
 
 
+@pytest.mark.disruptive
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_rabbitmq_stopped_and_started_mid_run(
     disruptive: None, rabbitmq_restored: None, rabbitmq_url: str, unique_name: str
