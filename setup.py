@@ -6,6 +6,7 @@ with open("README.md", encoding="utf-8") as f:
 extras = {
     "sqs": ["boto3>=1.35"],
     "kombu": ["kombu>=5.3", "redis>=4.5"],
+    "redis": ["redis>=4.5"],
     "fast": ["orjson>=3.9"],
     # `make bench`: the peers measured against balog, and a sampling profiler for the docs.
     "bench": ["dramatiq[rabbitmq,redis]>=1.15", "celery>=5.3", "py-spy>=0.3"],
@@ -22,7 +23,7 @@ extras = {
         'atheris>=2.3; platform_system == "Linux" and python_version < "3.12"',
     ],
 }
-extras["all"] = sorted({req for name in ("sqs", "kombu", "fast") for req in extras[name]})
+extras["all"] = sorted({req for name in ("sqs", "kombu", "redis", "fast") for req in extras[name]})
 
 setup(
     name="balog",
@@ -48,12 +49,14 @@ setup(
             "sqs = balog.engines.sqs:SQSEngine",
             "kombu = balog.engines.kombu:KombuEngine",
             "sqlite = balog.engines.sqlite:SQLiteEngine",
+            "redis = balog.engines.redis:RedisEngine",
         ],
         "balog.transports": [
             "memory = balog.transports.memory:MemoryTransport",
             "sqs = balog.transports.sqs:SQSTransport",
             "kombu = balog.transports.kombu:KombuTransport",
             "sqlite = balog.transports.sqlite:SQLiteTransport",
+            "redis = balog.transports.redis:RedisTransport",
         ],
         "pytest11": ["balog = balog.testing.plugin"],
     },

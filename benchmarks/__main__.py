@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks import Row, Skip
 
-CASES = ["pipeline", "producer", "sqs", "kombu", "sqlite", "peers", "memory", "startup"]
+CASES = ["pipeline", "producer", "sqs", "kombu", "redis", "sqlite", "peers", "memory", "startup"]
 """Case modules in the order they run; each is ``benchmarks.<name>`` with ``run()``."""
 
 

@@ -6,6 +6,8 @@ backend has an engine of its own).
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -119,3 +121,46 @@ class TestKombuMemory(_Kombu):
     """kombu's in-process memory:// transport."""
 
     url = "memory://"
+
+
+class TestRedisNative(TransportConformance):
+    """The native Redis transport: leases, delays and dead letters in server-side scripts."""
+
+    lease = 1.0
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, redis_url: str) -> Iterator[None]:
+        import redis
+
+        self.url = redis_url
+        self.prefix = f"balog-conf-{uuid.uuid4().hex[:8]}:"
+        yield
+        client = redis.Redis.from_url(redis_url)
+        try:
+            keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+    def make_transport(self) -> Transport:
+        from balog.transports.redis import RedisTransport
+
+        return RedisTransport(self.url, prefix=self.prefix)
+
+    def make_engine(
+        self, hub: ConsumerHub, transport: Transport, *, max_attempts: int, batch_size: int
+    ) -> Engine:
+        from balog.engines.redis import RedisEngine
+
+        return RedisEngine(
+            hub,
+            url=self.url,
+            prefix=self.prefix,
+            max_attempts=max_attempts,
+            batch_size=batch_size,
+            backoff=Backoff(base=0.05, factor=1.0, jitter=0.0),
+            wait=0.2,
+            lease=self.engine_lease,
+            handle_signals=False,
+        )

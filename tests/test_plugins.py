@@ -15,7 +15,7 @@ from balog.transports import available as transports_available
 from balog.transports import create_transport
 from balog.transports.memory import MemoryBroker, MemoryTransport
 
-BUILT_IN = ["kombu", "memory", "sqlite", "sqs"]
+BUILT_IN = ["kombu", "memory", "redis", "sqlite", "sqs"]
 
 
 def hub() -> ConsumerHub:

@@ -29,6 +29,7 @@ class FaultBackend:
     redelivers_on_disconnect: bool  # AMQP: unacked messages return when the connection drops
     # Messages a consumer crash (SIGKILL) may lose: 0 everywhere but Redis via kombu, whose
     # push consumer keeps a BRPOP outstanding: the message it popped is gone with the process.
+    # The native Redis transport claims in a server-side script and loses none.
     lost_per_crash: int = 0
     cleanup: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
@@ -85,6 +86,30 @@ def _redis(request: pytest.FixtureRequest, topic: str, tmp_path: Path) -> FaultB
     return _kombu(request.getfixturevalue("redis_url"), "redis", topic)
 
 
+def _redis_native(request: pytest.FixtureRequest, topic: str, tmp_path: Path) -> FaultBackend:
+    import redis
+
+    from balog.transports.redis import RedisTransport
+
+    url = request.getfixturevalue("redis_url")
+    prefix = f"balog-faults-{topic[-8:]}:"
+    options = {"url": url, "prefix": prefix, "lease": str(LEASE), "wait": "0.5"}
+    transport = RedisTransport(url, prefix=prefix, lease=LEASE)
+    backend = FaultBackend("redis-native", "redis", options, transport, topic, False)
+
+    def delete_keys() -> None:
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+    backend.cleanup.append(delete_keys)
+    return backend
+
+
 def _sqs(request: pytest.FixtureRequest, topic: str, tmp_path: Path) -> FaultBackend:
     from balog.transports.sqs import SQSTransport
 
@@ -106,6 +131,7 @@ FAULT_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, str, Path], FaultBack
     "sqlite": _sqlite,
     "rabbitmq": _rabbitmq,
     "redis": _redis,
+    "redis-native": _redis_native,
     "sqs": _sqs,
 }
 

@@ -189,6 +189,40 @@ def test_redis_clients_killed_mid_run(redis_url: str, unique_name: str) -> None:
     assert killed[0] >= 2, "the engine's and the producer's connections were not found"
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_native_redis_clients_killed_mid_run(redis_url: str, unique_name: str) -> None:
+    """The native Redis backend: CLIENT KILL of this process's connections mid-run loses
+    nothing confirmed."""
+    import redis
+
+    from balog.transports.redis import RedisTransport
+
+    admin = redis.Redis.from_url(redis_url)
+    killed: list[int] = []
+    prefix = f"balog-faults-{unique_name[-8:]}:"
+
+    def inject() -> None:
+        killed.append(kill_own_redis_clients(admin))
+
+    transport = RedisTransport(redis_url, prefix=prefix)
+    try:
+        run_with_fault(
+            "redis-native-client-kill",
+            unique_name,
+            transport,
+            {"engine": "redis", "url": redis_url, "prefix": prefix, "wait": 0.2, "lease": 5.0},
+            inject,
+        )
+    finally:
+        transport.close()
+        keys = list(admin.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            admin.delete(*keys)
+        admin.close()
+        gc.collect()
+    assert killed[0] >= 2, "the engine's and the producer's connections were not found"
+
+
 def test_sqs_unreachable_for_a_while_mid_run(sqs_endpoint: str, unique_name: str) -> None:
     """The SQS endpoint drops every connection for 3 s mid-run: nothing confirmed is lost."""
     from balog.transports.sqs import SQSTransport

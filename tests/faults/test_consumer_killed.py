@@ -18,15 +18,22 @@ from .helpers import ConsumerProcess, read_ids, reconcile, wait_for
 
 EVENTS = 2_000
 # The bounded run (CI); --slow: 2,000 events and 10 kills on every backend, three times over.
-KILLS = {"sqlite": 10, "rabbitmq": 3, "redis": 3, "sqs": 2}
-BOUNDED_EVENTS = {"sqlite": 2_000, "rabbitmq": 2_000, "redis": 2_000, "sqs": 400}
+KILLS = {"sqlite": 10, "rabbitmq": 3, "redis": 3, "redis-native": 10, "sqs": 2}
+BOUNDED_EVENTS = {
+    "sqlite": 2_000,
+    "rabbitmq": 2_000,
+    "redis": 2_000,
+    "redis-native": 2_000,
+    "sqs": 400,
+}
 
 
 def test_consumer_killed_mid_stream_loses_nothing(
     fault_backend: FaultBackend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """2,000 events; the consumer SIGKILLed at random points and restarted: all processed (on
-    Redis, at most the one message per kill that kombu's BRPOP had in flight is lost)."""
+    Redis via kombu, at most the one message per kill that kombu's BRPOP had in flight is lost;
+    on native Redis, none)."""
     kills = 10 if slow(request) else KILLS[fault_backend.name]
     rounds = 3 if slow(request) else 1
     events = EVENTS if slow(request) else BOUNDED_EVENTS[fault_backend.name]

@@ -95,6 +95,33 @@ def _redis(request: pytest.FixtureRequest, topic: str) -> Backend:
     return _kombu(request.getfixturevalue("redis_url"), "redis", topic)
 
 
+def _redis_native(request: pytest.FixtureRequest, topic: str) -> Backend:
+    import redis
+
+    from balog.engines.redis import RedisEngine
+    from balog.transports.redis import RedisTransport
+
+    url = request.getfixturevalue("redis_url")
+    prefix = f"balog-hostile-{topic[-8:]}:"
+
+    def make(hub: ConsumerHub, **options: Any) -> TransportEngine:
+        return RedisEngine(hub, url=url, prefix=prefix, wait=0.2, **options)
+
+    backend = Backend("redis-native", RedisTransport(url, prefix=prefix), make, topic)
+
+    def delete_keys() -> None:
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+    backend.cleanup.append(delete_keys)
+    return backend
+
+
 def _sqs(request: pytest.FixtureRequest, topic: str) -> Backend:
     from balog.engines.sqs import SQSEngine
     from balog.transports.sqs import SQSTransport
@@ -115,6 +142,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, str], Backend]] = {
     "sqlite": _sqlite,
     "rabbitmq": _rabbitmq,
     "redis": _redis,
+    "redis-native": _redis_native,
     "sqs": _sqs,
 }
 

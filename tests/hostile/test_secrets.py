@@ -166,6 +166,35 @@ def test_broker_passwords_stay_out_of_errors_reprs_and_logs(
     assert_no_canary(texts, formatted_logs(everything_at_debug))
 
 
+def test_native_redis_password_stays_out_of_errors_reprs_and_logs(
+    everything_at_debug: pytest.LogCaptureFixture, redis_url: str
+) -> None:
+    """The native Redis transport and engine: a refused password, the engine's retries, an
+    unreachable server and every repr hide the password."""
+    from balog.exceptions import AuthenticationError, TransportConnectionError
+    from balog.transports.redis import RedisTransport
+
+    url = f"redis://canaryuser:{REDIS_PASSWORD}@127.0.0.1:6379/0"  # a user Redis lacks
+    texts: list[str] = []
+    transport = RedisTransport(url, connect_timeout=2)
+    texts.append(repr(transport))
+    with pytest.raises(AuthenticationError) as refused:
+        transport.send("canary-topic", [b"{}"])
+    texts += error_chain(refused.value)
+    transport.close()
+    hub = ConsumerHub([Consumer(lambda e: None, "canary-topic")])
+    engine = create_engine("redis", hub=hub, url=url, wait=0.2, handle_signals=False)
+    texts.append(repr(engine))
+    run_engine_briefly(engine, 1.5)
+    unreachable = RedisTransport(url.replace("6379", str(dead_port())), connect_timeout=1)
+    texts.append(repr(unreachable))
+    with pytest.raises(TransportConnectionError) as down:
+        unreachable.receive("canary-topic", wait=0.0)
+    texts += error_chain(down.value)
+    unreachable.close()
+    assert_no_canary(texts, formatted_logs(everything_at_debug))
+
+
 def test_cli_output_hides_every_canary(tmp_path: Any) -> None:
     """`balog config` and `balog plugins` with canaries in the URL, options and environment:
     the canaries appear in neither stdout nor stderr, even at DEBUG."""
