@@ -275,13 +275,15 @@ def test_hostile_body_is_dead_lettered_and_the_next_event_processed(
     assert_one_line_logs(caplog)
 
 
+# kombu declares no body limit of its own (RabbitMQ and Redis take large bodies); there the
+# engine's max_event_size dead-letters an oversized body, which the decode cases above show.
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis-native", "sqs"], indirect=True)
 def test_body_over_the_transport_limit_is_refused_before_anything_is_sent(
     backend: Backend,
 ) -> None:
     """send() refuses a batch holding one body over the limit with MessageTooLarge, sending none."""
     limit = backend.max_body_size
-    if limit is None:
-        pytest.skip(f"{backend.name} declares no body size limit")
+    assert limit is not None, f"{backend.name} should declare a body size limit"
     _, good = good_event()
     too_big = event_with(_set("payload.blob", "x" * limit))
     with pytest.raises(MessageTooLarge) as refused:
