@@ -18,7 +18,7 @@ from .helpers import ConsumerProcess, read_ids, reconcile, wait_for
 
 EVENTS = 2_000
 # The bounded run (CI); --slow: 2,000 events and 10 kills on every backend, three times over.
-KILLS = {"sqlite": 10, "rabbitmq": 3, "redis": 3, "redis-native": 10, "sqs": 2}
+KILLS = {"sqlite": 10, "rabbitmq": 3, "redis": 3, "redis-native": 4, "sqs": 2}
 BOUNDED_EVENTS = {
     "sqlite": 2_000,
     "rabbitmq": 2_000,
