@@ -15,7 +15,7 @@ from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, TransportEngine, create_engine
 from balog.engines.memory import MemoryEngine
 from balog.events import encode, new_event
-from balog.exceptions import ConfigurationError, ConsumerError
+from balog.exceptions import ConfigurationError, ConsumerError, LeaseExpired
 from balog.transports.memory import MemoryBroker, MemoryTransport, default_broker
 
 METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 1}]}
@@ -342,3 +342,35 @@ def test_lease_keeper_renews_due_deliveries_and_restarts_their_clock() -> None:
     engine.transport.ack(due)
     engine.transport.ack(fresh)
     assert broker.size("t") == 0
+
+
+def test_ack_many_default_reports_each_outcome() -> None:
+    """Transport.ack_many acks one by one and returns None or the error for each, never raising."""
+    broker = MemoryBroker()
+    transport = MemoryTransport(broker)
+    transport.send("t", [body(), body()])
+    first, second = transport.receive("t", max_messages=2, wait=0)
+    transport.ack(second)  # its receipt is now stale
+    outcomes = transport.ack_many([first, second])
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], LeaseExpired)
+    assert broker.size("t") == 0
+
+
+def test_ack_delay_acks_a_batch_together_after_processing() -> None:
+    """With ack_delay, processed messages are acked together once the batch is done, and stay
+    leased (not available to others) until then; the counts are the same as acking at once."""
+    broker = MemoryBroker()
+    seen_sizes: list[int] = []
+
+    def consumer(event: dict) -> None:
+        seen_sizes.append(broker.in_flight("t"))
+
+    engine = MemoryEngine(
+        ConsumerHub([Consumer(consumer, "t")]), broker=broker, batch_size=5, ack_delay=60.0
+    )
+    MemoryTransport(broker).send("t", [body() for _ in range(5)])
+    assert engine.drain() == 5
+    assert seen_sizes == [5, 5, 5, 5, 5]  # none acked while the batch ran
+    assert broker.size("t") == 0
+    assert engine.stats()["t"].processed == 5

@@ -46,6 +46,9 @@ logger = logging.getLogger("balog.engine")
 
 DefaultEventHandler = Callable[[EventDict], Any]
 
+_Pending = list[tuple[Delivery, str, float]]
+"""Deliveries processed but not yet acked: (delivery, outcome, when settled)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
@@ -129,7 +132,11 @@ class TransportEngine(Engine):
     how long :meth:`stop` may take to be noticed); ``lease`` seconds each delivery is leased for;
     ``concurrency`` worker threads per topic; ``default_event_handler`` called with events no
     consumer matched; ``max_event_size``/``max_depth`` limits on bodies; ``registry`` the payload
-    schemas; ``handle_signals`` install SIGTERM/SIGINT handlers in :meth:`run` (main thread only).
+    schemas; ``handle_signals`` install SIGTERM/SIGINT handlers in :meth:`run` (main thread only);
+    ``ack_delay`` ack the processed messages of a received batch together with
+    :meth:`~balog.transports.base.Transport.ack_many`, at the latest this many seconds after the
+    first of them (``None``: ack each at once). Until their ack goes out they stay leased and the
+    lease keeper renews them, so a crash can repeat them but never lose them.
     """
 
     def __init__(
@@ -150,6 +157,7 @@ class TransportEngine(Engine):
         max_depth: int = DEFAULT_MAX_DEPTH,
         registry: SchemaRegistry | None = None,
         handle_signals: bool = True,
+        ack_delay: float | None = None,
     ) -> None:
         super().__init__(hub, consumer_operator)
         if max_attempts < 1:
@@ -180,6 +188,8 @@ class TransportEngine(Engine):
         self.max_depth = max_depth
         self.registry = registry
         self.handle_signals = handle_signals
+        self.ack_delay = None if ack_delay is None else max(0.0, ack_delay)
+        self._batch = threading.local()  # .pending: this worker's settled-but-unacked deliveries
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._stats: dict[str, EngineStats] = {}
@@ -265,6 +275,14 @@ class TransportEngine(Engine):
         return self._settle(delivery, _Outcome.ACKED)
 
     def _settle(self, delivery: Delivery, outcome: str) -> str:
+        pending: _Pending | None = getattr(self._batch, "pending", None)
+        if pending is not None:
+            pending.append((delivery, outcome, time.monotonic()))
+            # Until its ack goes out the message stays leased: have the keeper renew it at its
+            # next round, as its last renewal is not known here.
+            if delivery.lease is not None:
+                self._track(delivery, since=time.monotonic() - delivery.lease / 2)
+            return outcome
         try:
             self.transport.ack(delivery)
         except LeaseExpired:
@@ -402,14 +420,52 @@ class TransportEngine(Engine):
         consumers: list[Consumer],
         errors: list[BaseException] | None = None,
     ) -> int:
+        pending: _Pending | None = None
+        if self.ack_delay is not None:
+            pending = self._batch.pending = []
         done = 0
-        for i, delivery in enumerate(batch):
-            if self._stopping.is_set():
-                self._release(batch[i:])
-                break
-            self.handle(delivery, consumers, errors)
-            done += 1
+        try:
+            for i, delivery in enumerate(batch):
+                if self._stopping.is_set():
+                    self._release(batch[i:])
+                    break
+                self.handle(delivery, consumers, errors)
+                done += 1
+                if pending and time.monotonic() - pending[0][2] >= (self.ack_delay or 0.0):
+                    self._ack_pending(pending)
+        finally:
+            if pending is not None:
+                self._batch.pending = None
+                self._ack_pending(pending)
         return done
+
+    def _ack_pending(self, pending: _Pending) -> None:
+        """Ack the deliveries settled so far in this batch, in one ``ack_many`` call."""
+        if not pending:
+            return
+        for delivery, _, _ in pending:
+            self._untrack(delivery)
+        outcomes = self.transport.ack_many([d for d, _, _ in pending])
+        for (delivery, outcome, _), error in zip(pending, outcomes, strict=True):
+            if error is None:
+                self._count(delivery.topic, outcome)
+            elif isinstance(error, LeaseExpired):
+                logger.warning(
+                    "message %s on %s was processed after its lease was lost; it may be "
+                    "processed again",
+                    delivery.message_id,
+                    delivery.topic,
+                )
+                self._count(delivery.topic, outcome)
+            else:
+                logger.warning(
+                    "ack of message %s on %s failed (%s); it will be delivered again",
+                    delivery.message_id,
+                    delivery.topic,
+                    clip(f"{type(error).__name__}: {error}"),
+                )
+                self._count(delivery.topic, "errors")
+        pending.clear()
 
     def _worker(self, topic: str, consumers: list[Consumer]) -> None:
         failures = 0

@@ -15,15 +15,11 @@ loses them.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
-from balog._text import clip
-from balog.consumers import Consumer, ConsumerHub, ConsumerOperator
-from balog.engines.base import TransportEngine, logger
-from balog.exceptions import ConfigurationError, LeaseExpired
-from balog.transports.base import Delivery
+from balog.consumers import ConsumerHub, ConsumerOperator
+from balog.engines.base import TransportEngine
+from balog.exceptions import ConfigurationError
 from balog.transports.redis import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_PREFIX,
@@ -32,8 +28,6 @@ from balog.transports.redis import (
 )
 
 __all__ = ["RedisEngine"]
-
-_Pending = list[tuple[Delivery, str, float]]
 
 
 class RedisEngine(TransportEngine):
@@ -77,72 +71,13 @@ class RedisEngine(TransportEngine):
             socket_timeout=socket_timeout,
             connect_timeout=connect_timeout,
         )
-        super().__init__(hub, consumer_operator, transport=transport, lease=lease, **options)
+        super().__init__(
+            hub,
+            consumer_operator,
+            transport=transport,
+            lease=lease,
+            ack_delay=min(1.0, lease / 4) if ack_delay is None else ack_delay,
+            **options,
+        )
         # The engine built this transport, so it closes it too.
         self._owns_transport = True
-        self._ack_delay = min(1.0, lease / 4) if ack_delay is None else max(0.0, ack_delay)
-        self._pending_acks = threading.local()
-
-    # -- settling: acks batched per received batch --------------------------------------------
-
-    def _settle(self, delivery: Delivery, outcome: str) -> str:
-        pending: _Pending | None = getattr(self._pending_acks, "pending", None)
-        if pending is None:
-            return super()._settle(delivery, outcome)
-        pending.append((delivery, outcome, time.monotonic()))
-        # Until its ack goes out the message stays leased: have the keeper renew it at its next
-        # round, as its last renewal is not known here.
-        if delivery.lease is not None:
-            self._track(delivery, since=time.monotonic() - delivery.lease / 2)
-        return outcome
-
-    def _process_batch(
-        self,
-        batch: list[Delivery],
-        consumers: list[Consumer],
-        errors: list[BaseException] | None = None,
-    ) -> int:
-        pending: _Pending = []
-        self._pending_acks.pending = pending
-        done = 0
-        try:
-            for i, delivery in enumerate(batch):
-                if self._stopping.is_set():
-                    self._release(batch[i:])
-                    break
-                self.handle(delivery, consumers, errors)
-                done += 1
-                if pending and time.monotonic() - pending[0][2] >= self._ack_delay:
-                    self._flush(pending)
-        finally:
-            self._pending_acks.pending = None
-            self._flush(pending)
-        return done
-
-    def _flush(self, pending: _Pending) -> None:
-        if not pending:
-            return
-        for delivery, _, _ in pending:
-            self._untrack(delivery)
-        assert isinstance(self.transport, RedisTransport)
-        outcomes = self.transport.ack_many([d for d, _, _ in pending])
-        for (delivery, outcome, _), error in zip(pending, outcomes, strict=True):
-            if error is None:
-                self._count(delivery.topic, outcome)
-            elif isinstance(error, LeaseExpired):
-                logger.warning(
-                    "message %s on %s was processed after its lease was lost; it may be "
-                    "processed again",
-                    delivery.message_id,
-                    delivery.topic,
-                )
-                self._count(delivery.topic, outcome)
-            else:
-                logger.warning(
-                    "ack of message %s on %s failed (%s); it will be delivered again",
-                    delivery.message_id,
-                    delivery.topic,
-                    clip(f"{type(error).__name__}: {error}"),
-                )
-                self._count(delivery.topic, "errors")
-        pending.clear()

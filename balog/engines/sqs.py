@@ -28,8 +28,6 @@ keeping) comes from :class:`~balog.engines.base.TransportEngine`. On top, for SQ
 from __future__ import annotations
 
 import concurrent.futures
-import threading
-import time
 from typing import Any
 
 import boto3
@@ -38,7 +36,7 @@ import botocore.config
 from balog._text import clip
 from balog.consumers import Consumer, ConsumerHub, ConsumerOperator
 from balog.engines.base import Backoff, TransportEngine, logger
-from balog.exceptions import ConfigurationError, LeaseExpired
+from balog.exceptions import ConfigurationError
 from balog.transports.base import Delivery
 from balog.transports.sqs import (
     DEFAULT_MAX_BODY_SIZE,
@@ -49,8 +47,6 @@ from balog.transports.sqs import (
 )
 
 __all__ = ["SQSEngine"]
-
-_Pending = list[tuple[Delivery, str, float]]
 
 
 class SQSEngine(TransportEngine):
@@ -131,12 +127,11 @@ class SQSEngine(TransportEngine):
             max_attempts=max_attempts,
             backoff=backoff,
             concurrency=concurrency,
+            ack_delay=options.pop("ack_delay", min(1.0, lease / 4)),
             **options,
         )
         self.transport: SQSTransport = transport
         self._owns_transport = owns
-        self._ack_delay = min(1.0, lease / 4)
-        self._local = threading.local()
         self._pollers: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- receiving: long polls that do not hold up stop() -------------------------------------
@@ -182,70 +177,6 @@ class SQSEngine(TransportEngine):
                     delivery.message_id,
                     clip(f"{type(error).__name__}: {error}"),
                 )
-
-    # -- settling: deletes batched per received batch -----------------------------------------
-
-    def _settle(self, delivery: Delivery, outcome: str) -> str:
-        pending: _Pending | None = getattr(self._local, "pending", None)
-        if pending is None:
-            return super()._settle(delivery, outcome)
-        pending.append((delivery, outcome, time.monotonic()))
-        # Until its delete goes out the message stays leased: the lease keeper extends it while
-        # the next consumer of the batch runs, however long that takes. Its last extension is
-        # unknown here, so it is due for one at the keeper's next round.
-        if delivery.lease is not None:
-            self._track(delivery, since=time.monotonic() - delivery.lease / 2)
-        return outcome
-
-    def _process_batch(
-        self,
-        batch: list[Delivery],
-        consumers: list[Consumer],
-        errors: list[BaseException] | None = None,
-    ) -> int:
-        pending: _Pending = []
-        self._local.pending = pending
-        done = 0
-        try:
-            for i, delivery in enumerate(batch):
-                if self._stopping.is_set():
-                    self._release(batch[i:])
-                    break
-                self.handle(delivery, consumers, errors)
-                done += 1
-                if pending and time.monotonic() - pending[0][2] >= self._ack_delay:
-                    self._flush(pending)
-        finally:
-            self._local.pending = None
-            self._flush(pending)
-        return done
-
-    def _flush(self, pending: _Pending) -> None:
-        if not pending:
-            return
-        for delivery, _, _ in pending:
-            self._untrack(delivery)
-        outcomes = self.transport.ack_many([d for d, _, _ in pending])
-        for (delivery, outcome, _), error in zip(pending, outcomes, strict=True):
-            if error is None:
-                self._count(delivery.topic, outcome)
-            elif isinstance(error, LeaseExpired):
-                logger.warning(
-                    "message %s on %s was processed after its lease was lost; it may be "
-                    "processed again",
-                    delivery.message_id,
-                    delivery.topic,
-                )
-                self._count(delivery.topic, outcome)
-            else:
-                logger.warning(
-                    "delete of message %s on %s failed (%s); it will be delivered again",
-                    delivery.message_id,
-                    delivery.topic,
-                    clip(f"{type(error).__name__}: {error}"),
-                )
-                self._count(delivery.topic, "errors")
-        pending.clear()
 
     # -- failures: the queue's redrive policy wins ----------------------------------------------
 

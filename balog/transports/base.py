@@ -166,6 +166,23 @@ class Transport(ABC):
         have gone to another receiver.
         """
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        """Ack several deliveries; return one outcome per delivery, in order. Never raises.
+
+        ``None`` means acked; :class:`~balog.exceptions.LeaseExpired` that the lease was lost;
+        another exception that the ack failed (the message comes back). The default acks one by
+        one; a transport with a batch call (SQS, Redis) overrides it.
+        """
+        outcomes: list[BaseException | None] = []
+        for delivery in deliveries:
+            try:
+                self.ack(delivery)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+
     @abstractmethod
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give the delivery back, to be received again after ``delay`` seconds or later.
