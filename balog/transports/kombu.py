@@ -619,16 +619,38 @@ class KombuTransport(Transport):
         redeclare: bool = False,
     ) -> None:
         attempt = 0
+        pending = list(range(len(bodies)))  # indexes into bodies not yet confirmed
         while True:
             try:
                 producer = session.publishing()
                 if redeclare or queue_name not in session.declared:
                     self._queue(queue_name, arguments)(producer.channel).declare()
                     session.declared.add(queue_name)
-                self._publish_batch(session, producer, queue_name, bodies, headers)
+                self._publish_batch(
+                    session, producer, queue_name, [bodies[i] for i in pending], headers
+                )
                 return
-            except SendError:
-                raise
+            except SendError as exc:
+                # The broker nacked some (a quorum queue whose leader is still being elected
+                # does): send those again, a bounded number of times, then report them.
+                pending = [pending[i] for i in exc.failed]
+                if attempt >= self.max_retries:
+                    raise SendError(
+                        f"the broker refused {len(pending)} of {len(bodies)} message(s) for "
+                        f"{queue_name!r}",
+                        pending,
+                    ) from exc
+                attempt += 1
+                delay = min(2.0, 0.1 * 2**attempt)
+                logger.warning(
+                    "the broker refused %d message(s) for %s; retry %d of %d in %.1fs",
+                    len(pending),
+                    queue_name,
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
             except Exception as exc:
                 session.drop_publisher()
                 if not self._is_connection_error(exc) or attempt >= self.max_retries:

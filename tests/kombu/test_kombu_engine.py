@@ -21,7 +21,7 @@ import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, create_engine, engine_from_settings
 from balog.engines.kombu import KombuEngine
-from balog.events import encode, new_event
+from balog.events import decode, encode, new_event
 from balog.exceptions import (
     AuthenticationError,
     LeaseExpired,
@@ -547,6 +547,39 @@ def test_late_ack_after_the_connection_went_raises_lease_expired(
         transport.ack(again)
         transport.close_thread()
         assert transport.size(topic) == 0
+
+
+def test_bodies_the_broker_refuses_for_a_while_are_sent_again(
+    rabbitmq_url: str, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal that passes (a full queue drained meanwhile, a quorum queue electing its
+    leader) costs a retry, not the event: the nacked bodies are sent again and all arrive."""
+    arguments = {"x-max-length": 2, "x-overflow": "reject-publish"}
+    sender = KombuTransport(rabbitmq_url, queue_arguments=arguments, max_retries=5)
+    with sender as transport, caplog.at_level(logging.WARNING, logger="balog"):
+        try:
+            transport.send(unique_name, [body(LOG, ident="first"), body(LOG, ident="second")])
+            drained: list[bytes] = []
+
+            def drain_soon() -> None:
+                time.sleep(0.1)  # after the first refusal
+                with KombuTransport(rabbitmq_url, queue_arguments=arguments) as other:
+                    while len(drained) < 2:
+                        for d in other.receive(unique_name, max_messages=2, wait=0.5):
+                            drained.append(d.body)
+                            other.ack(d)
+
+            helper = threading.Thread(target=drain_soon)
+            helper.start()
+            transport.send(unique_name, [body(LOG, ident="third")])  # refused until drained
+            helper.join(10)
+            assert len(drained) == 2
+            assert any("refused 1 message" in r.getMessage() for r in caplog.records)
+            (third,) = transport.receive(unique_name, max_messages=1, wait=2)
+            assert decode(third.body)["header"]["id"] == "third"
+            transport.ack(third)
+        finally:
+            transport.delete(unique_name)
 
 
 def test_broker_refusal_under_confirms_raises_send_error(
