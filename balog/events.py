@@ -128,6 +128,23 @@ def _load_schema(filename: str) -> dict[str, Any]:
 
 
 def _compile(schema: Mapping[str, Any]) -> Validator:
+    # Keyed by the schema's canonical text: a registry that is reset (between tests) or built
+    # again compiles each distinct schema once per process. A pure cache, not state.
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):
+        return _compile_text(None, schema)
+    return _compile_text(key, schema)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_by_text(key: str) -> Validator:
+    return _compile_text(None, json.loads(key))
+
+
+def _compile_text(key: str | None, schema: Mapping[str, Any]) -> Validator:
+    if key is not None:
+        return _compiled_by_text(key)
     import fastjsonschema
 
     try:
@@ -203,6 +220,12 @@ class SchemaRegistry:
     """
 
     def __init__(self, *, load_entry_points: bool = True) -> None:
+        self._load_entry_points = load_entry_points
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every schema registered since the registry was built; keep the built-ins.
+        Entry point schemas are loaded again on next use."""
         self._facility: dict[int, dict[str, Any]] = {0: _load_schema("facility-0.json")}
         self._payload: dict[str, dict[str, Any]] = {
             "log": _load_schema("payload-log.json"),
@@ -213,8 +236,7 @@ class SchemaRegistry:
         # validator (None: no schema) by cls_type, each found with one dict lookup.
         self._by_version: dict[str, tuple[Validator, dict[str, Any]]] = {}
         self._by_cls_type: dict[str, tuple[Validator, dict[str, Any]] | None] = {}
-        self._load_entry_points = load_entry_points
-        self._entry_points_loaded = not load_entry_points
+        self._entry_points_loaded = not self._load_entry_points
 
     @property
     def supported_majors(self) -> tuple[int, ...]:

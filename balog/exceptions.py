@@ -4,10 +4,15 @@ Backend errors (botocore, kombu, amqp, redis, sqlite3, ...) never leak: each bac
 them at its boundary into one of these and chains the original with ``raise ... from exc``.
 No message built here ever contains a credential.
 
+Errors whose class has ``fatal = True`` are ones retrying cannot fix (a bad option, credentials
+refused, a queue that does not exist, a queue declared with other arguments): an engine that meets
+one at start-up or while running stops and :meth:`~balog.engines.base.Engine.run` raises it, and
+``balog consume`` exits 1 naming it. Every other :class:`TransportError` is retried with backoff.
+
 ::
 
     BalogError
-    ├── ConfigurationError             bad option, bad settings, bad specifier
+    ├── ConfigurationError             bad option, bad settings, bad specifier           (fatal)
     │   └── PluginError                 a named engine/transport cannot be used
     │       ├── PluginNotFound          no such name installed (lists the installed ones)
     │       └── PluginLoadError         installed but failed to import (says which package, why)
@@ -20,8 +25,9 @@ No message built here ever contains a credential.
     │       └── InvalidPayload          application layer fails its registered schema
     ├── TransportError                  a backend operation failed
     │   ├── TransportConnectionError    broker unreachable, connection dropped
-    │   ├── AuthenticationError         credentials refused
-    │   ├── TopicNotFound               the queue/topic does not exist
+    │   ├── AuthenticationError         credentials refused, or not allowed       (fatal)
+    │   ├── TopicNotFound               the queue/topic does not exist            (fatal)
+    │   ├── TopicMismatch               the queue exists with other settings      (fatal)
     │   ├── ThrottledError              the backend asked us to slow down
     │   ├── MessageTooLarge             a body is over the transport's limit (nothing sent)
     │   ├── SendError                   some messages of a batch were not sent (``.failed``)
@@ -52,6 +58,7 @@ __all__ = [
     "PluginNotFound",
     "SendError",
     "ThrottledError",
+    "TopicMismatch",
     "TopicNotFound",
     "TransportConnectionError",
     "TransportError",
@@ -63,9 +70,14 @@ __all__ = [
 class BalogError(Exception):
     """Root of every error balog raises."""
 
+    fatal: bool = False
+    """Retrying cannot fix it: an engine stops on it (see the module docstring)."""
+
 
 class ConfigurationError(BalogError):
     """An option, a settings value or a consumer declaration is invalid."""
+
+    fatal = True
 
 
 class PluginError(ConfigurationError):
@@ -139,11 +151,21 @@ class TransportConnectionError(TransportError):
 
 
 class AuthenticationError(TransportError):
-    """The backend refused the credentials."""
+    """The backend refused the credentials, or does not allow what was asked."""
+
+    fatal = True
 
 
 class TopicNotFound(TransportError):
-    """The queue or topic does not exist on the backend."""
+    """The queue or topic (or its dead-letter place) does not exist on the backend."""
+
+    fatal = True
+
+
+class TopicMismatch(TransportError):
+    """The queue exists with other settings than asked (RabbitMQ's 406 PRECONDITION_FAILED)."""
+
+    fatal = True
 
 
 class ThrottledError(TransportError):

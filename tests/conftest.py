@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import balog.producer
-from balog.transports.memory import default_broker
+import balog.testing
 
 RABBITMQ_URL = os.environ.get("BALOG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("BALOG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -60,12 +59,10 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_balog_state() -> Iterator[None]:
-    """Every test starts with no producer configured and an empty default memory broker."""
-    balog.producer.state.reset()
-    default_broker.reset()
+    """Every test starts and ends with balog's process-wide state as at import."""
+    balog.testing.reset()
     yield
-    balog.producer.state.reset()
-    default_broker.reset()
+    balog.testing.reset()
 
 
 @pytest.fixture

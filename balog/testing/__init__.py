@@ -9,7 +9,8 @@ Public, documented test API (see ``docs/testing.md``):
 - :class:`BackendChoice`: the backend a test suite runs on, chosen by name (memory by default);
 - the pytest plugin :mod:`balog.testing.plugin` (installed with balog, registered through the
   ``pytest11`` entry point) with fixtures built on all of these;
-- :mod:`balog.testing.conformance`: the suite that checks a transport keeps balog's contract.
+- :mod:`balog.testing.conformance`: the suite that checks a transport keeps balog's contract;
+- :func:`reset`: every piece of balog's process-wide state back as at import, between tests.
 
 Nothing here imports pytest, except the plugin and the conformance suite.
 """
@@ -26,6 +27,7 @@ from balog.testing._harness import (
     wait_for_dead_letters,
     wait_for_events,
 )
+from balog.testing._reset import reset
 
 __all__ = [
     "ENGINE_ENV",
@@ -39,6 +41,7 @@ __all__ = [
     "capture_events",
     "drain",
     "parse_options",
+    "reset",
     "run_until",
     "wait_for_dead_letters",
     "wait_for_events",

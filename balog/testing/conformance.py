@@ -18,7 +18,9 @@ Hooks a subclass may override: :meth:`~TransportConformance.make_transport` (req
 called several times per test, and every transport it returns must reach the same backend),
 :meth:`~TransportConformance.make_engine` (defaults to a
 :class:`~balog.engines.base.TransportEngine` on the transport),
-:meth:`~TransportConformance.prepare_topic` and :meth:`~TransportConformance.cleanup_topic`.
+:meth:`~TransportConformance.prepare_topic`, :meth:`~TransportConformance.cleanup_topic` and
+:meth:`~TransportConformance.push_foreign` (put an entry on a topic as a foreign client of the
+backend would; override it where the backend has a native format of its own).
 Class attributes tune the timing: ``lease`` (seconds, the short lease the lease checks use),
 ``timeout`` (seconds something that must happen may take) and ``delay`` (the nack delay checked).
 A fixture the factory needs (a server URL, a temporary path) is reached through
@@ -95,6 +97,20 @@ class TransportConformance:
 
     def prepare_topic(self, transport: Transport, topic: str) -> None:
         """Create ``topic`` (and its dead-letter topic) if the backend needs that done first."""
+
+    def push_foreign(self, transport: Transport, topic: str) -> bytes:
+        """Put one entry on ``topic`` as a client other than balog would, and return the bytes
+        its dead letter must keep.
+
+        Override it to push what a foreign producer of the backend really sends: a bare
+        ``LPUSH`` on Redis, a message with another content type from ``pika`` or ``amqplib``, an
+        ``aws sqs send-message``. The default sends bytes that are not JSON through
+        :meth:`~balog.transports.base.Transport.send`, which is all a backend without a format
+        of its own (memory) can receive.
+        """
+        body = b"foreign entry, not json: " + uuid.uuid4().hex.encode()
+        transport.send(topic, [body])
+        return body
 
     def cleanup_topic(self, transport: Transport, topic: str) -> None:
         """Remove what a check left on ``topic`` and its dead-letter topic (best effort)."""
@@ -548,6 +564,32 @@ class TransportConformance:
         assert [event_id] == [e["header"]["id"] for e in seen], (
             "consumers saw something other than the one valid event"
         )
+
+    def test_foreign_entry_is_never_lost(
+        self, conformance_transport: Transport, conformance_topic: str
+    ) -> None:
+        """An entry a foreign client put on the topic is dead-lettered with a reason and its
+        bytes, never dropped; a valid event beside it is processed."""
+        t, topic = conformance_transport, conformance_topic
+        seen: list[EventDict] = []
+        hub = ConsumerHub([Consumer(seen.append, topic, name="conformance.record")])
+        raw = self.push_foreign(t, topic)
+        event_id, good = _event_body(1)
+        t.send(topic, [good])
+        with self._harness(self._engine(hub), t) as harness:
+            harness.wait_for_events(1, timeout=self.timeout)
+            found = harness.wait_for_dead_letters(topic, 1, timeout=self.timeout)
+        assert [event_id] == [e["header"]["id"] for e in seen], (
+            "consumers saw something other than the one valid event sent beside a foreign entry"
+        )
+        assert len(found) == 1, f"expected the foreign entry as one dead letter, found {len(found)}"
+        assert raw == found[0].body, (
+            "the foreign entry was dead-lettered with other bytes than were pushed: "
+            f"{found[0].body[:80]!r} instead of {raw[:80]!r}"
+        )
+        assert found[0].reason, "the foreign entry was dead-lettered without a reason"
+        left = self.receive_one(t, topic, timeout=0.5)
+        assert left is None, "the foreign entry was dead-lettered and is still on its topic"
 
     def test_two_engines_share_the_work(
         self, conformance_transport: Transport, conformance_topic: str

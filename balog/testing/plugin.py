@@ -17,6 +17,8 @@ configured to send to ``balog_transport``), ``balog_namespace`` (a short unique 
 topic names, so tests on a shared broker never see each other's messages).
 
 Capture: ``balog_events`` (the events logged during the test, no broker involved).
+
+State: ``balog_reset`` (balog's process-wide state reset around the test).
 """
 
 from __future__ import annotations
@@ -179,3 +181,20 @@ def balog_events() -> Iterator[CapturedEvents]:
     """The balog events logged during the test, captured with no broker (see capture_events)."""
     with capture_events() as events:
         yield events
+
+
+@pytest.fixture
+def balog_reset() -> Iterator[None]:
+    """balog's process-wide state reset before and after the test (:func:`balog.testing.reset`).
+
+    Use it autouse in a ``conftest.py`` so that no test sees another's producer setup, memory
+    broker contents or registered payload schemas::
+
+        @pytest.fixture(autouse=True)
+        def _balog(balog_reset): ...
+    """
+    from balog.testing._reset import reset
+
+    reset()
+    yield
+    reset()

@@ -9,8 +9,16 @@ acked; if nacked, or if the lease expires, it comes back with its ``receive_coun
 Transports whose broker works otherwise (AMQP holds unacked messages per connection, for one)
 declare it in :class:`Capabilities`, and the conformance suite checks what they declare.
 
-A transport must be safe to use from several threads at once: the engine runs one or more workers
-per topic and a lease keeper beside them.
+A transport moves bodies and reports what it saw; it decides nothing. Whether a delivery is acked,
+retried or dead-lettered is the engine's decision, made in one place. Something that arrived on a
+topic but cannot be handed over as a body (a content type the transport does not accept, an entry
+not in the transport's own format) is still a :class:`Delivery`, marked :attr:`Delivery.refused`
+with the reason: the engine dead-letters and counts it, so nothing vanishes inside a transport.
+
+Threads: the engine settles (acks, nacks, releases, dead-letters) every delivery from the thread
+that received it, and calls :meth:`Transport.close_thread` from each worker thread as it ends;
+only :meth:`Transport.extend_lease` is called from other threads (the lease keeper's). A transport
+must still be safe to use from several threads at once: the engine runs several workers.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any
+from types import MappingProxyType, TracebackType
+from typing import Any, ClassVar
 
 from balog.exceptions import MessageTooLarge, UnsupportedOperation
 
@@ -33,6 +41,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Transport",
+    "dead_letter_headers",
 ]
 
 DEAD_LETTER_SUFFIX = "-dead-letter"
@@ -50,29 +59,34 @@ ATTEMPTS_HEADER = "balog-attempts"
 
 @dataclasses.dataclass(frozen=True)
 class Capabilities:
-    """What a transport can do; engines and the conformance suite adapt to it.
+    """What a transport can do: what the engine and the conformance suite read, nothing more.
 
     ``max_body_size``: largest body ``send`` accepts, in bytes (``None``: no limit of its own).
-    ``native_delay``: ``nack(delay=...)`` is honoured by the broker itself rather than emulated.
-    ``native_dead_letter``: dead-lettering uses a broker feature (a redrive policy, a DLX).
     ``lease_expiry``: an unacked delivery comes back by itself when its lease runs out, even while
     the receiver is still connected (SQS, sqlite); ``False`` where the broker holds it until the
-    receiver acks or disconnects (AMQP).
-    ``lease_extension``: :meth:`Transport.extend_lease` works.
+    receiver acks or disconnects (AMQP). The engine relies on it when a nack fails.
+    ``lease_extension``: :meth:`Transport.extend_lease` works; the engine's lease keeper uses it.
     ``receive_count``: ``Delivery.receive_count`` counts every delivery, redeliveries after a crash
     included; ``False`` where only explicit nacks are counted.
-    ``ordering``: messages are received in the order sent (FIFO), absent redelivery.
+    ``ordering``: messages are received in the order sent (FIFO), absent redelivery; the engine
+    then never processes two deliveries of one :attr:`Delivery.group` at once.
     ``delay``: ``nack(delay=...)`` delays at all (natively or emulated).
+    ``batch_ack``: :meth:`Transport.ack_many` settles a batch in one backend call, so the engine
+    batches acks by default (see ``TransportEngine(ack_delay=)``).
+    ``max_batch``, ``max_wait``: the most messages one ``receive`` may ask for and the longest it
+    may wait, where the backend has a limit (SQS: 10 and 20 s); the engine refuses options past
+    them when it is built.
     """
 
     max_body_size: int | None = None
-    native_delay: bool = False
-    native_dead_letter: bool = False
     lease_expiry: bool = True
     lease_extension: bool = False
     receive_count: bool = True
     ordering: bool = False
     delay: bool = True
+    batch_ack: bool = False
+    max_batch: int | None = None
+    max_wait: float | None = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -83,6 +97,12 @@ class Delivery:
     row id); only the transport that made the delivery reads it. ``received_at`` is a
     ``time.monotonic()`` reading, ``lease`` the lease length in seconds at receipt (``None`` when
     the transport has no leases).
+
+    ``refused`` is set by the transport, with the reason, when what arrived cannot be handed over
+    as a balog body: a content type it does not accept, an entry not in its own format, a message
+    it could not read. ``body`` then holds the bytes as they arrived, as near as the backend
+    allows. The engine dead-letters such a delivery without decoding it. ``group`` is the
+    ordering group (an SQS FIFO message group) where the transport has one.
     """
 
     topic: str
@@ -93,6 +113,8 @@ class Delivery:
     handle: Any = dataclasses.field(default=None, repr=False)
     lease: float | None = None
     received_at: float = dataclasses.field(default_factory=time.monotonic)
+    refused: str | None = None
+    group: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -111,20 +133,55 @@ class DeadLetter:
     receive_count: int
     message_id: str
 
+    @classmethod
+    def from_headers(
+        cls, headers: Mapping[str, Any], *, topic: str, body: bytes, message_id: str
+    ) -> DeadLetter:
+        """The dead letter whose headers :func:`dead_letter_headers` wrote; ``topic`` is used
+        when the headers name no source topic."""
+        try:
+            count = int(headers.get(ATTEMPTS_HEADER, 0) or 0)
+        except (TypeError, ValueError):
+            count = 0
+        return cls(
+            topic=str(headers.get(SOURCE_TOPIC_HEADER) or topic),
+            body=body,
+            reason=str(headers.get(REASON_HEADER) or ""),
+            receive_count=count,
+            message_id=message_id,
+        )
+
+
+def dead_letter_headers(delivery: Delivery, reason: str) -> dict[str, str]:
+    """The headers a dead letter carries: why, where it came from, how many receives it had."""
+    return {
+        REASON_HEADER: reason,
+        SOURCE_TOPIC_HEADER: delivery.topic,
+        ATTEMPTS_HEADER: str(delivery.receive_count),
+    }
+
 
 class Transport(ABC):
     """Carries bodies to and from topics. Subclasses implement four methods.
 
     Required: :meth:`send`, :meth:`receive`, :meth:`ack`, :meth:`nack`. Optional, with working
-    defaults: :meth:`release`, :meth:`extend_lease`, :meth:`dead_letter`, :meth:`close`,
-    :meth:`dead_letter_topic`, :meth:`purge`. Declare what the backend can do in
-    :attr:`capabilities`.
+    defaults: :meth:`ack_many`, :meth:`release`, :meth:`extend_lease`, :meth:`dead_letter`,
+    :meth:`dead_letters`, :meth:`replay_dead_letters`, :meth:`purge`, :meth:`dead_letter_topic`,
+    :meth:`verify`, :meth:`max_receive_count`, :meth:`close_thread`, :meth:`close`. Declare what the
+    backend can do in :attr:`capabilities`, and the engine option defaults it wants in
+    :attr:`engine_defaults`.
 
     Errors raised are :class:`~balog.exceptions.TransportError` subclasses, chained to the backend's
-    own error; nothing a transport raises or logs, and nothing in its ``repr``, contains a secret.
+    own error; those retrying cannot fix (credentials refused, a missing queue) have ``fatal`` set.
+    Nothing a transport raises or logs, and nothing in its ``repr``, contains a secret.
     """
 
     capabilities: Capabilities = Capabilities()
+
+    engine_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    """Engine options this backend wants when the user sets none (SQS: ``wait=20``, its longest
+    long poll). Read by :class:`~balog.engines.base.TransportEngine`; never overrides an option
+    the user gave."""
 
     @abstractmethod
     def send(
@@ -160,7 +217,7 @@ class Transport(ABC):
 
     @abstractmethod
     def ack(self, delivery: Delivery) -> None:
-        """Remove the delivery for good: it was processed.
+        """Remove the delivery for good: it was processed. Done when it returns, never deferred.
 
         Raises :class:`~balog.exceptions.LeaseExpired` when the lease was lost and the message may
         have gone to another receiver.
@@ -187,7 +244,10 @@ class Transport(ABC):
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give the delivery back, to be received again after ``delay`` seconds or later.
 
-        Its next delivery has a ``receive_count`` one higher.
+        Its next delivery has a ``receive_count`` one higher. If it raises, the delivery must be
+        no worse off than unsettled: where leases do not expire (``lease_expiry=False``), the
+        engine then calls :meth:`release`, and a transport whose release fails too must give the
+        message back to the broker some other way (closing the channel that holds it).
         """
 
     def check_body_sizes(self, bodies: Sequence[bytes]) -> None:
@@ -220,21 +280,32 @@ class Transport(ABC):
         """Name of the topic where ``topic``'s dead letters go."""
         return topic + DEAD_LETTER_SUFFIX
 
+    def verify(self, topic: str) -> None:
+        """Check, when an engine starts, that ``topic`` can be consumed and its dead letters kept.
+
+        Raise a fatal error (:class:`~balog.exceptions.AuthenticationError`,
+        :class:`~balog.exceptions.TopicNotFound`, :class:`~balog.exceptions.TopicMismatch`) when
+        retrying cannot help, :class:`~balog.exceptions.TransportConnectionError` when it may.
+        The default does nothing.
+        """
+
+    def max_receive_count(self, topic: str) -> int | None:
+        """Receives after which the backend itself moves a message away (an SQS redrive policy's
+        ``maxReceiveCount``), or ``None``. The engine dead-letters a failing message, with its
+        reason, on that receive at the latest."""
+        return None
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the delivery to its topic's dead-letter place, keeping the body and the reason.
 
-        The default sends the body to :meth:`dead_letter_topic` with the reason, the source topic
-        and the receive count in headers, then acks the original: a crash between the two leaves
-        a duplicate, never a loss.
+        The default sends the body to :meth:`dead_letter_topic` with
+        :func:`dead_letter_headers`, then acks the original: a crash between the two leaves a
+        duplicate, never a loss.
         """
         self.send(
             self.dead_letter_topic(delivery.topic),
             [delivery.body],
-            headers={
-                REASON_HEADER: reason,
-                SOURCE_TOPIC_HEADER: delivery.topic,
-                ATTEMPTS_HEADER: str(delivery.receive_count),
-            },
+            headers=dead_letter_headers(delivery, reason),
         )
         self.ack(delivery)
 
@@ -248,12 +319,8 @@ class Transport(ABC):
         try:
             for d in deliveries:
                 found.append(
-                    DeadLetter(
-                        topic=d.headers.get(SOURCE_TOPIC_HEADER, topic),
-                        body=d.body,
-                        reason=d.headers.get(REASON_HEADER, ""),
-                        receive_count=int(d.headers.get(ATTEMPTS_HEADER, "0") or 0),
-                        message_id=d.message_id,
+                    DeadLetter.from_headers(
+                        d.headers, topic=topic, body=d.body, message_id=d.message_id
                     )
                 )
         finally:
@@ -299,6 +366,11 @@ class Transport(ABC):
                 break
             collected.extend(batch)
         return collected
+
+    def close_thread(self) -> None:
+        """Release what the calling thread holds; the engine calls it from each worker thread
+        as the worker ends. A transport with per-thread connections (kombu) hands back what
+        that thread received and never settled. The default does nothing."""
 
     def close(self) -> None:
         """Release connections. Idempotent; the default does nothing."""

@@ -483,8 +483,6 @@ class KombuTransport(Transport):
             self.transport_options.setdefault("unacked_restore_throttle", 1)
         self.capabilities = Capabilities(
             max_body_size=max_body_size,
-            native_delay=self._amqp,
-            native_dead_letter=False,
             lease_expiry=not (self._amqp or self.scheme == "memory"),
             lease_extension=self._redis,
             receive_count=False,

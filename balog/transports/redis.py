@@ -216,12 +216,11 @@ class RedisTransport(Transport):
 
     capabilities = Capabilities(
         max_body_size=DEFAULT_MAX_BODY_SIZE,
-        native_delay=True,
-        native_dead_letter=False,
         lease_expiry=True,
         lease_extension=True,
         receive_count=True,
         ordering=True,
+        batch_ack=True,
     )
     """What a transport built with the default options can do; ``max_body_size`` follows the
     option on each instance."""

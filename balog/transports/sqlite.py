@@ -161,8 +161,6 @@ class SQLiteTransport(Transport):
 
     capabilities = Capabilities(
         max_body_size=DEFAULT_MAX_BODY_SIZE,
-        native_delay=True,
-        native_dead_letter=False,
         lease_expiry=True,
         lease_extension=True,
         receive_count=True,

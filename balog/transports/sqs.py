@@ -39,6 +39,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -178,16 +179,20 @@ class SQSTransport(Transport):
 
     capabilities = Capabilities(
         max_body_size=DEFAULT_MAX_BODY_SIZE,
-        native_delay=True,
-        native_dead_letter=False,
         lease_expiry=True,
         lease_extension=True,
         receive_count=True,
         ordering=False,
         delay=True,
+        batch_ack=True,
+        max_batch=MAX_BATCH_ENTRIES,
+        max_wait=float(MAX_WAIT),
     )
     """What a transport built with the default options can do; ``max_body_size`` follows the
     option on each instance."""
+
+    engine_defaults = MappingProxyType({"wait": float(MAX_WAIT), "batch_size": MAX_BATCH_ENTRIES})
+    """Long polls of SQS's longest 20 s (fewer, cheaper calls) and SQS's largest batch."""
 
     def __init__(
         self,
@@ -380,12 +385,8 @@ class SQSTransport(Transport):
         return self._redrive_policy(topic).max_receive_count
 
     def capabilities_for(self, topic: str) -> Capabilities:
-        """The capabilities on queue ``topic``: ``native_dead_letter`` when it has a redrive
-        policy (its dead-letter queue is used), and ``ordering`` on FIFO queues."""
-        native = self._redrive_policy(topic).dead_letter_queue is not None
-        return dataclasses.replace(
-            self.capabilities, native_dead_letter=native, ordering=self.is_fifo(topic)
-        )
+        """The capabilities on queue ``topic``: ``ordering`` on FIFO queues."""
+        return dataclasses.replace(self.capabilities, ordering=self.is_fifo(topic))
 
     def dead_letter_topic(self, topic: str) -> str:
         """The redrive policy's dead-letter queue if there is one, else ``<topic>-dead-letter``

@@ -391,7 +391,7 @@ def test_capabilities(transport: SQLiteTransport) -> None:
     caps = transport.capabilities
     assert (
         caps.max_body_size,
-        caps.native_delay,
+        caps.delay,
         caps.lease_expiry,
         caps.lease_extension,
         caps.receive_count,

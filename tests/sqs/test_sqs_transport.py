@@ -315,10 +315,8 @@ def test_redrive_policy_names_the_dead_letter_queue(
     make_queue(unique_name + "-plain")
     assert unique_name + "-dlq" == transport.dead_letter_topic(unique_name)
     assert transport.max_receive_count(unique_name) == 3
-    assert transport.capabilities_for(unique_name).native_dead_letter
     assert unique_name + "-plain-dead-letter" == transport.dead_letter_topic(unique_name + "-plain")
     assert None is transport.max_receive_count(unique_name + "-plain")
-    assert not transport.capabilities_for(unique_name + "-plain").native_dead_letter
 
 
 def test_dead_letter_keeps_reason_and_deletes_original(

@@ -97,8 +97,6 @@ class PostgresTransport(Transport):
         self.create_tables = create_tables
         self.capabilities = Capabilities(
             max_body_size=max_body_size,
-            native_delay=True,
-            native_dead_letter=True,
             lease_expiry=True,
             lease_extension=True,
             receive_count=True,
