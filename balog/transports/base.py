@@ -89,7 +89,7 @@ class Capabilities:
     max_wait: float | None = None
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Delivery:
     """One received message, leased to its receiver until acked, nacked or released.
 
