@@ -109,22 +109,31 @@ def scan_packages(packages: Iterable[str]) -> Any:
     return hub
 
 
-def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
+def _parameters(factory: Any) -> set[str]:
+    """The names ``factory`` takes as keywords (not ``*args`` or ``**kwargs``)."""
     try:
-        return dict(inspect.signature(factory).parameters)
+        parameters = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
-        return {}
+        return set()
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def url_key(factory: Any) -> str:
     """The option under which ``factory`` takes a backend URL: ``url``, or ``endpoint_url``.
 
     Engines and transports built on an HTTP API (SQS) name it ``endpoint_url``; the rest
-    ``url``. A factory that takes neither gets ``url`` and reports it as an unknown option.
+    ``url``. A named engine that passes its options on to its ``transport_class`` takes it as
+    that transport does. A factory that takes neither gets ``url`` and reports it as an unknown
+    option.
     """
     params = _parameters(factory)
-    if "url" not in params and "endpoint_url" in params:
+    if "url" in params:
+        return "url"
+    if "endpoint_url" in params:
         return "endpoint_url"
+    transport_class = getattr(factory, "transport_class", None)
+    if transport_class is not None:
+        return url_key(transport_class)
     return "url"
 
 
@@ -141,18 +150,22 @@ def engine_factory(name: str) -> Any:
 
 
 def _engine_only_options(config: Config) -> set[str]:
-    """Option names an engine takes and a transport does not (so ``send`` can leave them out)."""
+    """Option names the engine takes and its transport does not (``send`` leaves them out):
+    :meth:`~balog.engines.base.TransportEngine.option_names`, and the named engine's own
+    keywords that its ``transport_class`` does not take (``SQSEngine(polling_period=...)``)."""
     from balog import _plugins
     from balog.engines.base import TransportEngine
 
-    names = set(inspect.signature(TransportEngine).parameters)
+    names = set(TransportEngine.option_names())
     if _plugins.entry_point(_plugins.ENGINES, config.engine) is not None:
         try:
             engine = _plugins.load(_plugins.ENGINES, config.engine)
-            names |= set(inspect.signature(engine).parameters)
-        except (ConfigurationError, TypeError, ValueError):
-            pass
-    return names - {"url", "path"}
+        except PluginError:
+            return names  # the transport may still load; its own errors are what matter here
+        transport_class = getattr(engine, "transport_class", None)
+        own = _parameters(engine) - {"self", "hub", "consumer_operator"}
+        names |= own - (_parameters(transport_class) if transport_class else set())
+    return names - {"url", "endpoint_url", "path"}
 
 
 def make_transport(config: Config) -> Any:
@@ -219,9 +232,10 @@ def explain(exc: BaseException, config: Config | None) -> str:
     """What ``balog: error:`` says about ``exc``: the cause, the setting to change, no secret."""
     text = str(exc) if isinstance(exc, BalogError) else f"{type(exc).__name__}: {exc}"
     hint = _hint(exc, config) if config is not None else None
-    line = f"{text}; {hint}" if hint else text
     scrub = config.scrubber() if config is not None else mask_text
-    return clip(scrub(line), 600)
+    # The cause may be long (an engine listing its options); the hint, short, is kept whole.
+    line = clip(scrub(text), 500)
+    return f"{line}; {clip(scrub(hint), 200)}" if hint else line
 
 
 def _hint(exc: BaseException, config: Config) -> str | None:
