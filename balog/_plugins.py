@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from balog._options import check_known
 from balog._text import clip
 from balog.exceptions import ConfigurationError, PluginLoadError, PluginNotFound
 
@@ -70,6 +71,10 @@ def build(factory: Any, what: str, **options: Any) -> Any:
     except (TypeError, ValueError):
         signature = None
     if signature is not None:
+        parameters = signature.parameters.values()
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            check_known(what, options, {p.name for p in parameters if p.kind in keywords})
         try:
             signature.bind(**options)
         except TypeError as exc:

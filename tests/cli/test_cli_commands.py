@@ -400,6 +400,9 @@ def test_bad_arguments_give_one_line_and_no_traceback(
     assert message in _one_line_error(result)
 
 
+SEND = ["send", "t", "--cls-type", "log", "--payload", '{"message": "m", "severity": "info"}']
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message", "where"),
     [
@@ -408,15 +411,18 @@ def test_bad_arguments_give_one_line_and_no_traceback(
         (["-o", "lease=abc"], {}, "'abc'", "-o lease"),
         ([], {"BALOG_OPTION_LEASE": "abc"}, "'abc'", "BALOG_OPTION_LEASE"),
         (["-o", "max_body_size=abc"], {}, "max_body_size='abc'", "-o max_body_size"),
+        ([*SEND, "-o", "pth=x"], {}, "has no option 'pth'; did you mean 'path'?", "-o pth"),
     ],
-    ids=["unknown", "misspelt", "wrong-type", "wrong-type-from-environment", "transport-option"],
-)
+    ids=["unknown", "misspelt", "wrong-type", "wrong-type-from-environment", "transport-option",
+         "send-misspelt"],
+)  # fmt: skip
 def test_option_errors_say_where_the_option_was_set(
     run_balog: RunBalog, args: list[str], env: dict[str, str], message: str, where: str
 ) -> None:
-    """An option the engine refuses (unknown, misspelt, of the wrong type) stops consume with one
-    line naming it and ending with where it was set."""
-    result = run_balog("consume", "demo_app", *args, env=env, timeout=30)
+    """An option the engine (or, for send, the transport) refuses (unknown, misspelt, of the
+    wrong type) stops the command with one line naming it and ending with where it was set."""
+    command = args if args[:1] == ["send"] else ["consume", "demo_app", *args]
+    result = run_balog(*command, env=env, timeout=30)
     line = _one_line_error(result)
     assert result.returncode == 1
     assert message in line

@@ -280,15 +280,16 @@ def test_public_names_of_balog_config() -> None:
     """balog.config exports load_config, Config and the file helpers; masking is balog._secrets'."""
     import balog.config
 
-    expected = [
+    public = {
+        "Config",
         "DEFAULT_FILE",
         "ENV_PREFIX",
-        "Config",
         "load_config",
         "parse_assignment",
         "read_file",
-    ]
-    assert sorted(expected) == sorted(balog.config.__all__)
+    }
+    assert public == set(balog.config.__all__)
+    assert len(balog.config.__all__) == len(public)
 
 
 @pytest.mark.parametrize(
