@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from balog._options import check_known
 from balog._text import clip
 from balog.exceptions import ConfigurationError, PluginLoadError, PluginNotFound
 
@@ -70,6 +71,10 @@ def build(factory: Any, what: str, **options: Any) -> Any:
     except (TypeError, ValueError):
         signature = None
     if signature is not None:
+        parameters = signature.parameters.values()
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            check_known(what, options, {p.name for p in parameters if p.kind in keywords})
         try:
             signature.bind(**options)
         except TypeError as exc:
@@ -84,12 +89,30 @@ def build(factory: Any, what: str, **options: Any) -> Any:
         raise
 
 
-def coerce_option(value: Any) -> Any:
-    """Turn the strings of settings files, environment variables and ``--option`` into ints,
-    floats and booleans where they plainly are one; anything else is returned as it is."""
+def coerce_option(value: Any, *, what: str = "option value") -> Any:
+    """Turn the strings of settings files, environment variables and ``--option`` into values.
+
+    ``10`` and ``0.5`` become numbers, ``true/yes/on`` and ``false/no/off`` booleans, and text
+    that starts with ``{`` or ``[`` is read as JSON (``{"x-queue-type": "quorum"}``); anything
+    else is returned as it is. JSON that does not parse is a
+    :class:`~balog.exceptions.ConfigurationError` naming ``what`` (never quoting the value,
+    which may be a secret).
+    """
     if not isinstance(value, str):
         return value
-    lowered = value.strip().lower()
+    stripped = value.strip()
+    if stripped[:1] in ("{", "["):
+        import json
+
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(
+                f"{what} starts with {stripped[0]!r} but is not valid JSON: {exc.msg} at "
+                f"character {exc.pos + 1}; write a JSON object or array, "
+                'e.g. {"x-max-length": 1000}'
+            ) from exc
+    lowered = stripped.lower()
     if lowered in {"true", "yes", "on"}:
         return True
     if lowered in {"false", "no", "off"}:
