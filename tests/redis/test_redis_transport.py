@@ -359,8 +359,8 @@ def test_dead_letter_of_a_body_at_the_limit_keeps_it_whole(
     with RedisTransport(redis_url, prefix=prefix, max_body_size=4096) as t:
         body = bytes(range(256)) * 16
         t.send(unique_name, [body], headers={"origin": "x" * 500})
-        [d] = t.receive(unique_name, wait=1.0)  # type: ignore[attr-defined]
-        t.dead_letter(d, "r" * 20_000)  # type: ignore[attr-defined]
+        [d] = t.receive(unique_name, wait=1.0)
+        t.dead_letter(d, "r" * 20_000)
         [letter] = t.dead_letters(unique_name)
     assert (body, "r" * 20_000) == (letter.body, letter.reason)
 
