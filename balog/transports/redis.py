@@ -424,24 +424,38 @@ class RedisTransport(Transport):
         out: list[Delivery] = []
         for n in range(0, len(raw), 5):
             # The handle keeps the id as the server gave it: an id that is not UTF-8 still acks.
-            raw_id = raw[n]
-            headers_raw = raw[n + 3]
-            count = int(raw[n + 4])
-            refused = None
+            raw_id, token, body, headers_raw, count = raw[n : n + 5]
+            if count > 0 and not headers_raw:  # the common case, kept cheap
+                try:
+                    message_id = raw_id.decode()
+                except UnicodeDecodeError:
+                    message_id = raw_id.decode("utf-8", "backslashreplace")
+                out.append(
+                    Delivery(
+                        topic=topic,
+                        body=body,
+                        message_id=message_id,
+                        receive_count=count,
+                        headers={},
+                        handle=(raw_id, token),
+                        lease=lease,
+                        received_at=received_at,
+                    )
+                )
+                continue
             headers: dict[str, str] = {}
             if count < 0:
-                count = -count
-                refused = self._foreign(topic, raw[n + 2], headers_raw)
-            elif headers_raw:
+                refused: str | None = self._foreign(topic, body, headers_raw)
+            else:
                 headers, refused = _headers(headers_raw)
             out.append(
                 Delivery(
                     topic=topic,
-                    body=bytes(raw[n + 2]),
+                    body=body,
                     message_id=raw_id.decode("utf-8", "backslashreplace"),
-                    receive_count=count,
+                    receive_count=abs(count),
                     headers=headers,
-                    handle=(raw_id, raw[n + 1]),
+                    handle=(raw_id, token),
                     lease=lease,
                     received_at=received_at,
                     refused=refused,

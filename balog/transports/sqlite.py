@@ -447,7 +447,21 @@ class SQLiteTransport(Transport):
             if first or self._has_visible(topic):
                 rows = self._write("receive", lambda c: self._claim(c, topic, max_messages, lease))
                 if rows:
-                    return [_delivery(topic, lease, *row) for row in rows]
+                    # Rows balog wrote without headers are the common case: built inline.
+                    return [
+                        Delivery(
+                            topic=topic,
+                            body=body,
+                            message_id=str(row_id),
+                            receive_count=count,
+                            headers={},
+                            handle=(row_id, token),
+                            lease=lease,
+                        )
+                        if raw is None and type(body) is bytes
+                        else _delivery(topic, lease, row_id, body, raw, count, token)
+                        for row_id, body, raw, count, token in rows
+                    ]
             first = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -738,10 +752,11 @@ def _headers(raw: Any) -> tuple[dict[str, str], str | None]:
 def _delivery(
     topic: str, lease: float, row_id: int, body: Any, raw: Any, count: int, token: str
 ) -> Delivery:
-    headers, refused = _headers(raw) if raw else ({}, None)
+    """A delivery of a row with headers, or with a body another program stored as text."""
+    headers, refused = _headers(raw)
     return Delivery(
         topic=topic,
-        body=body if type(body) is bytes else _as_bytes(body),
+        body=_as_bytes(body),
         message_id=str(row_id),
         receive_count=count,
         headers=headers,

@@ -351,6 +351,21 @@ def test_entry_naming_a_key_of_another_kind_is_refused(
     )
 
 
+def test_message_whose_id_is_not_utf8_is_delivered_and_acked(
+    transport: RedisTransport, client: Any, prefix: str, unique_name: str
+) -> None:
+    """A message another client wrote in balog's format under an id that is not UTF-8 is
+    delivered (its id shown escaped) and its ack removes it: it does not fail the receive."""
+    raw_id = b"id-\xff\xfe"
+    client.hset(prefix.encode() + b"m:" + raw_id, mapping={"b": b"body", "c": 0})
+    client.rpush(f"{prefix}q:{unique_name}", raw_id)
+    [d] = receive_until(transport, unique_name, 1)
+    expected = ("id-\\xff\\xfe", b"body", None)
+    assert expected == (d.message_id, d.body, d.refused)
+    transport.ack(d)
+    assert sorted(client.scan_iter(match=prefix + "*")) == []
+
+
 def test_dead_letter_of_a_body_at_the_limit_keeps_it_whole(
     redis_url: str, prefix: str, unique_name: str
 ) -> None:
