@@ -114,42 +114,32 @@ while claimed < wanted do
   local key = ARGV[1] .. id
   local fields = redis.pcall('HMGET', key, 'b', 'h')
   claimed = claimed + 1
-  local token = ARGV[4] .. ':' .. claimed
-  if fields[1] then
-    local count = redis.call('HINCRBY', key, 'c', 1)
-    redis.call('HSET', key, 't', token)
-    redis.call('ZADD', KEYS[3], deadline, id)
-    out[#out + 1] = id
-    out[#out + 1] = token
-    out[#out + 1] = fields[1]
-    out[#out + 1] = fields[2] or ''
-    out[#out + 1] = count
-  else
+  local body, headers, sign = fields[1], fields[2] or '', 1
+  if not body then
+    sign = -1
     local kept = nil
     if not fields.err then kept = redis.call('HMGET', key, 'r', 'f') end
     if kept and kept[1] then
-      local count = redis.call('HINCRBY', key, 'c', 1)
-      redis.call('HSET', key, 't', token)
-      redis.call('ZADD', KEYS[3], deadline, id)
-      out[#out + 1] = id
-      out[#out + 1] = token
-      out[#out + 1] = kept[1]
-      out[#out + 1] = kept[2] or 'missing'
-      out[#out + 1] = -count
+      body, headers = kept[1], kept[2] or 'missing'
     else
-      local kind = 'missing'
-      if fields.err then kind = 'type'
-      elseif redis.call('EXISTS', key) == 1 then kind = 'nobody' end
-      local own = ARGV[4] .. '.' .. claimed
-      redis.call('HSET', ARGV[1] .. own, 'r', id, 'f', kind, 'c', 1, 't', token)
-      redis.call('ZADD', KEYS[3], deadline, own)
-      out[#out + 1] = own
-      out[#out + 1] = token
-      out[#out + 1] = id
-      out[#out + 1] = kind
-      out[#out + 1] = -1
+      headers = 'missing'
+      if fields.err then headers = 'type'
+      elseif redis.call('EXISTS', key) == 1 then headers = 'nobody' end
+      body = id
+      id = ARGV[4] .. '.' .. claimed
+      key = ARGV[1] .. id
+      redis.call('HSET', key, 'r', body, 'f', headers, 'c', 0)
     end
   end
+  local count = redis.call('HINCRBY', key, 'c', 1)
+  local token = ARGV[4] .. ':' .. claimed
+  redis.call('HSET', key, 't', token)
+  redis.call('ZADD', KEYS[3], deadline, id)
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = body
+  out[#out + 1] = headers
+  out[#out + 1] = sign * count
 end
 return out
 """

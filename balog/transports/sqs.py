@@ -14,11 +14,17 @@ visibility timeout, comes back by itself when that runs out, counts its receives
   ``extend_lease`` too, within SQS's 12-hour limit.
 - Dead letters go to ``<queue>-dead-letter`` (``<queue>-dead-letter.fifo`` for FIFO queues) with
   the reason in message attributes; when the queue has a redrive policy its dead-letter queue is
-  used instead, and :meth:`SQSTransport.max_receive_count` reports its ``maxReceiveCount``.
+  used instead, and :meth:`SQSTransport.max_receive_count` reports its ``maxReceiveCount``. The
+  body always goes whole: the attributes are fitted around it within ``max_body_size``.
+- :meth:`SQSTransport.verify`, called when an engine starts, resolves the queue and its
+  dead-letter queue (creating them with ``create_queues``): a missing one, or refused
+  credentials, stop the engine before the first message instead of at the first bad one.
 - FIFO queues (names ending ``.fifo``): the message group id is an event field
-  (``fifo_group_field``, ``header.channel`` by default) and the deduplication id the event id.
+  (``fifo_group_field``, ``header.channel`` by default) and the deduplication id the event id;
+  each delivery carries its ``MessageGroupId`` as :attr:`~balog.transports.base.Delivery.group`.
 - Bodies SQS cannot carry as text (not UTF-8, or characters outside its allowed set) travel
-  base64-encoded, marked by a ``balog-encoding`` message attribute, and are decoded on receipt.
+  base64-encoded, marked by a ``balog-encoding`` message attribute, and are decoded on receipt;
+  one whose marking cannot be honoured is received ``refused``, with the text that arrived.
 
 Options not given fall back to boto3's own configuration: environment credentials, profiles,
 ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``. Queues are not created unless ``create_queues``.

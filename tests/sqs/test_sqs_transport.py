@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import botocore.config
 import botocore.exceptions
 import pytest
-from sqs_helpers import FaultProxy, visible_count, wait_for
+from sqs_helpers import FaultProxy, unreachable, visible_count, wait_for
 
 from balog.events import encode, loads, new_event
 from balog.exceptions import (
@@ -401,17 +400,7 @@ def test_throttling_that_persists_raises_throttled_error(
 
 def test_unreachable_endpoint_raises_connection_error(unique_name: str) -> None:
     """An endpoint nobody listens on raises TransportConnectionError."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1)
-    t = SQSTransport(
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
+    _, t = unreachable()
     with pytest.raises(TransportConnectionError):
         t.send(unique_name, [b"{}"])
 
@@ -620,20 +609,10 @@ def test_body_whose_encoding_cannot_be_read_is_refused_with_the_text_that_arrive
 
 def test_credentials_in_the_endpoint_url_are_hidden(unique_name: str) -> None:
     """An endpoint URL carrying a user and password shows neither in the repr nor in errors."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1)
-    t = SQSTransport(
-        endpoint_url=f"http://proxyuser:{URL_SECRET}@127.0.0.1:{port}",
-        region="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
+    url, t = unreachable(f"proxyuser:{URL_SECRET}@")
     with pytest.raises(TransportConnectionError) as info:
         t.send(unique_name, [b"{}"])
-    assert f"endpoint_url='http://proxyuser:**@127.0.0.1:{port}'" in repr(t)
+    assert f"endpoint_url={url.replace(URL_SECRET, '**')!r}" in repr(t)
     assert [x for x in (repr(t), str(info.value)) if URL_SECRET in x] == []
 
 

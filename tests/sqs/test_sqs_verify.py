@@ -6,12 +6,11 @@ when the engine starts, not at the first bad message.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
-import botocore.config
 import pytest
+from sqs_helpers import unreachable
 
 from balog.exceptions import AuthenticationError, TopicNotFound, TransportConnectionError
 from balog.transports.sqs import SQSTransport
@@ -159,19 +158,7 @@ def test_unknown_access_key_is_fatal_at_start_up(
 def test_unreachable_endpoint_is_a_connection_error_at_start_up(unique_name: str) -> None:
     """An endpoint nobody listens on is a TransportConnectionError from verify(), which is not
     fatal: the engine retries it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1)
-    with (
-        SQSTransport(
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=config,
-        ) as t,
-        pytest.raises(TransportConnectionError) as info,
-    ):
+    _, t = unreachable()
+    with t, pytest.raises(TransportConnectionError) as info:
         t.verify(unique_name)
     assert not info.value.fatal
