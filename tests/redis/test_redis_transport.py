@@ -451,7 +451,8 @@ def test_verify_finds_a_user_not_allowed_the_keys(
         pytest.raises(AuthenticationError) as info,
     ):
         t.verify(unique_name)
-    assert "NOPERM" in str(info.value).upper()
+    assert info.value.fatal
+    assert "no permissions" in str(info.value)
 
 
 def test_verify_of_an_unreachable_server_is_a_connection_error(unique_name: str) -> None:
