@@ -435,3 +435,41 @@ def test_processed_message_keeps_its_lease_while_the_next_one_runs(
             wait_for(lambda: engine.stats()[unique_name].processed == 2, timeout=15)
     assert (sorted(first), second) == ([0, 1], [])
     assert visible_count(sqs_client, url) == (0, 0)
+
+
+def test_fifo_group_is_never_processed_twice_at_once(
+    sqs_endpoint: str, make_queue: Callable[..., str], unique_name: str
+) -> None:
+    """On a FIFO queue, with async consumers run four at a time, two events of one message
+    group are never processed at once and each group keeps its order; groups run together."""
+    import asyncio
+
+    name = unique_name[:50] + ".fifo"
+    make_queue(name)
+    make_queue(unique_name[:50] + "-dead-letter.fifo")
+    busy: dict[str, int] = {}
+    overlaps: list[str] = []
+    order: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    async def consume(event: dict[str, Any]) -> None:
+        group, n = event["header"]["channel"], event["payload"]["values"][0]["value"]
+        with lock:
+            busy[group] = busy.get(group, 0) + 1
+            if busy[group] > 1:
+                overlaps.append(group)
+            order.setdefault(group, []).append(n)
+        await asyncio.sleep(0.05 if n % 2 else 0.01)
+        with lock:
+            busy[group] -= 1
+
+    bodies = [
+        encode(new_event(f"app.group{n % 2}", {**METRICS, "values": [{"name": "n", "value": n}]}))
+        for n in range(12)
+    ]
+    SQSTransport(endpoint_url=sqs_endpoint).send(name, bodies)
+    engine = engine_for(sqs_endpoint, hub_for(name, consume), max_in_flight=4)
+    with running(engine):
+        wait_for(lambda: sum(len(v) for v in order.values()) == 12, timeout=20)
+    assert overlaps == []
+    assert order == {"app.group0": list(range(0, 12, 2)), "app.group1": list(range(1, 12, 2))}
