@@ -161,6 +161,10 @@ class BalogLogger:
         try:
             if not self.isEnabledFor(level):
                 return
+            if topic is not None and (not isinstance(topic, str) or not topic):
+                # Sent to the handler's topic instead, it would be misrouted: drop it, loudly.
+                self._cannot("topic", "topic must be a non-empty string", topic, suffix)
+                return
             raw_event = keywords.pop("raw_event", None)
             extra = keywords.pop("extra", None)
             stack_info = bool(keywords.pop("stack_info", False))
@@ -255,7 +259,11 @@ class BalogLogger:
         )
 
     def _at(self, level: int, suffix: str, payload: Mapping[str, Any] | None, kw: Any) -> None:
-        kw["stacklevel"] = kw.get("stacklevel", 1) + 2
+        try:
+            kw["stacklevel"] = kw.get("stacklevel", 1) + 2
+        except TypeError:
+            self._cannot("stacklevel", "stacklevel must be an int", kw["stacklevel"], suffix)
+            kw["stacklevel"] = 3
         self.log(level, suffix, payload, **kw)
 
     def debug(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
