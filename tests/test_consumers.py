@@ -198,7 +198,7 @@ def test_consumer_cls_unknown_keyword_is_refused() -> None:
 
 def test_consumer_cls_must_be_a_consumer() -> None:
     """consumer_cls must build a Consumer, which the hub and engines rely on."""
-    with pytest.raises(ConfigurationError, match="subclass of balog.consumers.Consumer"):
+    with pytest.raises(ConfigurationError, match=r"subclass of balog\.consumers\.Consumer"):
         consumer_config("t", consumer_cls=dict)  # type: ignore[arg-type]
 
 

@@ -308,7 +308,10 @@ def test_legacy_composition_is_a_boolean() -> None:
     [
         ("2026-01-02T03:04:05.000000+00:00", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
         ("2026-01-02T03:04:05Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
-        ("2026-01-02 03:04:05.123456789+00:00", datetime(2026, 1, 2, 3, 4, 5, 123456, timezone.utc)),
+        (
+            "2026-01-02 03:04:05.123456789+00:00",
+            datetime(2026, 1, 2, 3, 4, 5, 123456, timezone.utc),
+        ),
         (
             "2026-01-02T03:04:05+0530",
             datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))),

@@ -516,7 +516,9 @@ def test_flush_is_false_after_drops_and_says_how_many(
     log.info("good", payload=METRICS)
     with caplog.at_level(logging.WARNING, logger="balog.producer"):
         assert balog.flush(5) is False
-    assert any("dropped 2 event(s) since the previous flush" in r.getMessage() for r in caplog.records)
+    assert any(
+        "dropped 2 event(s) since the previous flush" in r.getMessage() for r in caplog.records
+    )
     log.info("good", payload=METRICS)
     assert balog.flush(5) is True
     assert broker.size(TOPIC) == 2
