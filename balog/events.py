@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from packaging.specifiers import SpecifierSet
 
 __all__ = [
+    "BUILTIN_UPCASTERS",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_SIZE",
     "FACILITY_VERSION",
@@ -56,6 +57,7 @@ __all__ = [
     "EventDict",
     "SchemaRegistry",
     "UpcastEvent",
+    "UpcastFunc",
     "Upcaster",
     "decode",
     "default_registry",
@@ -328,8 +330,20 @@ def _parse_version(text: str) -> Any:
         return None
 
 
+def _copy_event(event: EventDict) -> Any:
+    """A copy of a decoded event that an upcaster may change freely.
+
+    Written and read again as JSON: several times faster than walking it in Python, and exact
+    for what :func:`decode` returns (no NaN, no tuples); anything else is copied by walking.
+    """
+    try:
+        return loads(dumps(event))
+    except (TypeError, ValueError, OverflowError):
+        return _copy_tree(event)
+
+
 def _copy_tree(value: Any) -> Any:
-    """A copy of a decoded JSON value: new dicts and lists all the way down."""
+    """A copy of a JSON-like value: new dicts and lists all the way down."""
     if isinstance(value, dict):
         return {k: _copy_tree(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
     if isinstance(value, list):
@@ -642,7 +656,7 @@ class SchemaRegistry:
         if not steps:
             return event
         version = event.get("schema")
-        current: Any = _copy_tree(event)
+        current: Any = _copy_event(event)
         for step in steps:
             try:
                 current = step.func(current)
