@@ -494,3 +494,18 @@ def test_broken_upcaster_entry_point_is_a_configuration_error(
     )
     with pytest.raises(ConfigurationError, match="not an Upcaster"):
         SchemaRegistry().upcast(json.loads(_debit("0.0.3", 1)))
+
+
+def test_readme_upcaster_example_runs_as_written() -> None:
+    """The README's payload schema and upcaster example runs as written and does what it says."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (example,) = [b for b in blocks if "@upcaster(" in b]
+    exec(compile(example, "README.md", "exec"), {})
+    body = _debit("0.1.0", 0)
+    old = json.loads(body)
+    old["payload"] = {"cls_type": "order.paid", "amount_dollars": "12.34"}
+    upcast = events.default_registry.upcast(decode(json.dumps(old)))
+    assert upcast["payload"] == {"cls_type": "order.paid", "amount": 1234}
+    with pytest.raises(InvalidPayload):
+        decode(json.dumps({**old, "schema": "0.2.0"}))
