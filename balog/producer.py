@@ -140,43 +140,56 @@ class BalogLogger:
 
     def log(
         self,
+        /,
         level: int,
         suffix: str,
         payload: Mapping[str, Any] | None = None,
-        *,
-        channel: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        topic: str | None = None,
-        exc_info: Any = None,
-        stacklevel: int = 1,
         **keywords: Any,
     ) -> None:
         """Emit an event at ``level``: ``payload`` on channel ``<logger name>.<suffix>``.
 
-        With no payload, the event is a ``log`` event whose message is ``suffix``. ``topic``
+        With no payload, the event is a ``log`` event whose message is ``suffix``. Keywords:
+        ``channel`` replaces the channel; ``context`` adds to the header's context; ``topic``
         overrides the handler's topic for this event; ``raw_event`` sends that mapping as the
-        whole event, as balog 1.x did (it is still validated before it is sent). Other keywords
-        go into the header's ``context`` (see the module docstring). Never raises.
+        whole event, as balog 1.x did (it is still validated before it is sent); ``exc_info``,
+        ``stack_info``, ``stacklevel`` and ``extra`` are :mod:`logging`'s. Any other keyword goes
+        into the header's ``context``. Never raises.
         """
+        self._emit(level, suffix, payload, keywords)
+
+    def _emit(self, level: int, suffix: Any, payload: Any, kw: dict[str, Any]) -> None:
+        """The log call, made one frame below the application's, every keyword in ``kw``."""
         try:
             if not self.isEnabledFor(level):
                 return
-            if topic is not None and (not isinstance(topic, str) or not topic):
-                # Sent to the handler's topic instead, it would be misrouted: drop it, loudly.
-                self._cannot("topic", "topic must be a non-empty string", topic, suffix)
-                return
-            raw_event = keywords.pop("raw_event", None)
-            extra = keywords.pop("extra", None)
-            stack_info = bool(keywords.pop("stack_info", False))
-            given: Any = context  # typed as a mapping, but a caller may pass anything
-            if given is not None and not isinstance(given, Mapping):
-                self._cannot("context", "context must be a mapping", given, suffix)
-                context = None
-            if keywords:
-                context = {
-                    **dict(context or {}),
-                    **{k: _context_value(v) for k, v in keywords.items()},
-                }
+            if suffix is None:  # structlog's name for it
+                suffix = kw.pop("event", None)
+                if suffix is None:
+                    self._cannot("suffix", "a log call needs a suffix", suffix, "")
+                    return
+            channel = context = topic = exc_info = raw_event = extra = None
+            stacklevel, stack_info = 1, False
+            if kw:  # most calls give only payload=, a parameter: skip the lookups
+                channel = kw.pop("channel", None)
+                context = kw.pop("context", None)
+                topic = kw.pop("topic", None)
+                exc_info = kw.pop("exc_info", None)
+                stacklevel = kw.pop("stacklevel", 1)
+                raw_event = kw.pop("raw_event", None)
+                extra = kw.pop("extra", None)
+                stack_info = bool(kw.pop("stack_info", False))
+                if topic is not None and (not isinstance(topic, str) or not topic):
+                    # Sent to the handler's topic instead, it would be misrouted: drop it.
+                    self._cannot("topic", "topic must be a non-empty string", topic, suffix)
+                    return
+                if context is not None and not isinstance(context, Mapping):
+                    self._cannot("context", "context must be a mapping", context, suffix)
+                    context = None
+                if kw:
+                    context = {
+                        **dict(context or {}),
+                        **{k: _context_value(v) for k, v in kw.items()},
+                    }
             event: dict[str, Any] | None
             if raw_event is not None:
                 if not isinstance(raw_event, Mapping):
@@ -187,11 +200,15 @@ class BalogLogger:
                 event = self._event(suffix, payload, channel, context, exc_info, level)
                 if event is None:
                     return
+            if stacklevel.__class__ is not int:
+                self._cannot("stacklevel", "stacklevel must be an int", stacklevel, suffix)
+                stacklevel = 1
             try:
-                frame = sys._getframe(stacklevel)
+                frame = sys._getframe(stacklevel + 1 if stacklevel > 0 else 2)
                 code = frame.f_code
                 pathname, lineno, func = code.co_filename, frame.f_lineno, code.co_name
             except ValueError:
+                frame = None
                 pathname, lineno, func = "(unknown file)", 0, "(unknown function)"
             attrs: dict[str, Any] = {EVENT_ATTR: event}
             if topic is not None:
@@ -203,7 +220,7 @@ class BalogLogger:
             record = self.logger.makeRecord(
                 self.name, level, pathname, lineno, suffix, (), exc_info or None, func, attrs
             )
-            if stack_info:
+            if stack_info and frame is not None:
                 record.stack_info = "".join(traceback.format_stack(frame)).rstrip("\n")
             self.logger.handle(record)
         except Exception as exc:  # logging never raises into the application
@@ -258,41 +275,49 @@ class BalogLogger:
             type(value).__name__,
         )
 
-    def _at(self, level: int, suffix: str, payload: Mapping[str, Any] | None, kw: Any) -> None:
-        try:
-            kw["stacklevel"] = kw.get("stacklevel", 1) + 2
-        except TypeError:
-            self._cannot("stacklevel", "stacklevel must be an int", kw["stacklevel"], suffix)
-            kw["stacklevel"] = 3
-        self.log(level, suffix, payload, **kw)
+    def debug(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
+        self._emit(logging.DEBUG, suffix, payload, kw)
 
-    def debug(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
-        self._at(logging.DEBUG, suffix, payload, kw)
+    def info(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
+        self._emit(logging.INFO, suffix, payload, kw)
 
-    def info(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
-        self._at(logging.INFO, suffix, payload, kw)
+    def warning(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
+        self._emit(logging.WARNING, suffix, payload, kw)
 
-    def warning(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
-        self._at(logging.WARNING, suffix, payload, kw)
-
-    def warn(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
+    def warn(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
         """The same as :meth:`warning`, as balog 1.x (through structlog) had it."""
-        self._at(logging.WARNING, suffix, payload, kw)
+        self._emit(logging.WARNING, suffix, payload, kw)
 
-    def error(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
-        self._at(logging.ERROR, suffix, payload, kw)
+    def error(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
+        self._emit(logging.ERROR, suffix, payload, kw)
 
-    def critical(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
-        self._at(logging.CRITICAL, suffix, payload, kw)
+    def critical(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
+        self._emit(logging.CRITICAL, suffix, payload, kw)
 
-    def fatal(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
+    def fatal(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
         """The same as :meth:`critical`, as in :mod:`logging` and balog 1.x."""
-        self._at(logging.CRITICAL, suffix, payload, kw)
+        self._emit(logging.CRITICAL, suffix, payload, kw)
 
-    def exception(self, suffix: str, payload: Mapping[str, Any] | None = None, **kw: Any) -> None:
+    def exception(
+        self, /, suffix: str | None = None, payload: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
         """Log at ERROR with the current exception; a ``log`` payload gets its ``exc_text``."""
         kw.setdefault("exc_info", True)
-        self._at(logging.ERROR, suffix, payload, kw)
+        self._emit(logging.ERROR, suffix, payload, kw)
 
 
 def get_logger(name: str | None = None) -> BalogLogger:

@@ -407,6 +407,28 @@ def test_unknown_keywords_go_into_the_context(sent: list[dict]) -> None:
     }
 
 
+def test_logging_keywords_and_structlog_names(sent: list[dict]) -> None:
+    """level= and self= are context like any other keyword; event= is the suffix, as structlog
+    names it; log() takes the same keywords."""
+    log = get_logger("myapp")
+    log.info("done", payload=METRICS, level="high", self="me")
+    log.info(event="structlog", user_id=5)
+    log.log(logging.ERROR, "direct", METRICS, user_id=6)
+    events = sent.refresh()  # type: ignore[attr-defined]
+    assert [e["header"]["channel"] for e in events] == [
+        "myapp.done",
+        "myapp.structlog",
+        "myapp.direct",
+    ]
+    assert [
+        {k: e["header"]["context"].get(k) for k in ("level", "self", "user_id")} for e in events
+    ] == [
+        {"level": "high", "self": "me", "user_id": None},
+        {"level": None, "self": None, "user_id": 5},
+        {"level": None, "self": None, "user_id": 6},
+    ]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -419,6 +441,7 @@ def test_unknown_keywords_go_into_the_context(sent: list[dict]) -> None:
         {"exc_info": "yes", "stack_info": True},
         {"channel": 12},
         {"topic": object()},
+        {"level": 5, "suffix_missing": True},
     ],
 )
 def test_a_log_call_never_raises(
@@ -429,8 +452,12 @@ def test_a_log_call_never_raises(
     balog.configure(MemoryTransport(broker), TOPIC)
     log = get_logger("myapp")
     with caplog.at_level(logging.WARNING, logger="balog.producer"):
-        log.info("done", **kwargs)
-        log.info("done", **kwargs)
+        if kwargs.pop("suffix_missing", False):
+            log.info(**kwargs)
+            log.info(**kwargs)
+        else:
+            log.info("done", **kwargs)
+            log.info("done", **kwargs)
         assert balog.flush(5) in (True, False)
     said = [r.getMessage() for r in caplog.records if r.name == "balog.producer"]
     reports = [m for m in said if "reported once" in m]
@@ -455,20 +482,24 @@ def test_what_a_log_call_cannot_use_is_reported_once(
     assert sent.refresh() == []  # type: ignore[attr-defined]
 
 
-def test_extra_sets_record_attributes() -> None:
-    """extra= works as logging's does: attributes of the record that handlers see."""
-    records: list[logging.LogRecord] = []
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """The records reaching the logger 'recordapp', as a handler of the application sees them."""
+    kept: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
+            kept.append(record)
 
     keep = Keep()
-    logging.getLogger("extraapp").addHandler(keep)
-    try:
-        get_logger("extraapp").info("done", payload=METRICS, extra={"request_id": "r1"})
-    finally:
-        logging.getLogger("extraapp").removeHandler(keep)
+    logging.getLogger("recordapp").addHandler(keep)
+    yield kept
+    logging.getLogger("recordapp").removeHandler(keep)
+
+
+def test_extra_sets_record_attributes(records: list[logging.LogRecord]) -> None:
+    """extra= works as logging's does: attributes of the record that handlers see."""
+    get_logger("recordapp").info("done", payload=METRICS, extra={"request_id": "r1"})
     assert [getattr(r, "request_id", None) for r in records] == ["r1"]
 
 
@@ -481,21 +512,10 @@ def test_raw_event_is_sent_as_given(sent: list[dict]) -> None:
     assert got["header"]["id"] == event["header"]["id"]
 
 
-def test_record_points_at_the_caller() -> None:
+def test_record_points_at_the_caller(records: list[logging.LogRecord]) -> None:
     """The record's file, line and function are those of the log call, as logging's are."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep()
-    logging.getLogger("whereapp").addHandler(keep)
-    try:
-        get_logger("whereapp").info("done", payload=METRICS)
-        line = sys._getframe().f_lineno - 1
-    finally:
-        logging.getLogger("whereapp").removeHandler(keep)
+    get_logger("recordapp").info("done", payload=METRICS)
+    line = sys._getframe().f_lineno - 1
     assert [(r.filename, r.lineno, r.funcName) for r in records] == [
         ("test_producer.py", line, "test_record_points_at_the_caller")
     ]

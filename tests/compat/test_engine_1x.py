@@ -18,7 +18,7 @@ from balog.engines.memory import MemoryEngine
 from balog.events import new_event
 from balog.transports.memory import MemoryBroker, MemoryTransport
 
-from . import balog1x, my_consumers
+from . import balog1x
 
 
 def _event(cls_type: str) -> bytes:
@@ -34,13 +34,6 @@ class RecordingOperator(DefaultConsumerOperator):
     def process_event(self, consumer: Consumer, event: dict[str, Any]) -> Any:  # type: ignore[override]
         self.calls.append((consumer.func.__name__, event))
         return super().process_event(consumer, event)
-
-
-@pytest.fixture
-def hub() -> ConsumerHub:
-    hub = ConsumerHub()
-    hub.scan(my_consumers)
-    return hub
 
 
 @pytest.fixture

@@ -20,6 +20,13 @@ from balog import FACILITY_VERSION, EventFormatter, get_logger
 from balog.transports.memory import MemoryBroker, MemoryTransport
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+SEVERITIES = [
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warning"),
+    ("error", "error"),
+    ("fatal", "critical"),
+]
 
 
 class DummyHandler(logging.Handler):
@@ -85,13 +92,7 @@ def test_formatter(handler: DummyHandler) -> None:
     assert log_dict["header"]["channel"] == "root"
     assert log_dict["payload"] == {"cls_type": "log", "message": "Hello world", "severity": "info"}
 
-    for method_name, severity in [
-        ("debug", "debug"),
-        ("info", "info"),
-        ("warn", "warning"),
-        ("error", "error"),
-        ("fatal", "critical"),
-    ]:
+    for method_name, severity in SEVERITIES:
         method = getattr(root_logger, method_name)
         if method_name == "warn":  # logging itself deprecates Logger.warn
             with pytest.deprecated_call():
@@ -105,13 +106,7 @@ def test_balog_logger_has_every_1x_method(handler: DummyHandler) -> None:
     """balog's own logger has debug, info, warn, error and fatal, with those severities."""
     handler.setFormatter(EventFormatter())
     logger = get_logger()
-    for method_name, severity in [
-        ("debug", "debug"),
-        ("info", "info"),
-        ("warn", "warning"),
-        ("error", "error"),
-        ("fatal", "critical"),
-    ]:
+    for method_name, severity in SEVERITIES:
         getattr(logger, method_name)("foobar")
         assert json.loads(handler.msgs[-1])["payload"]["severity"] == severity
 

@@ -17,7 +17,7 @@ import pytest
 from balog.consumers import Consumer, ConsumerHub, DefaultConsumerOperator
 from balog.consumers.sqs import SQSEngine
 
-from . import balog1x, my_consumers
+from . import balog1x
 
 
 class QueueOperator(DefaultConsumerOperator):
@@ -36,15 +36,15 @@ class QueueOperator(DefaultConsumerOperator):
 
 
 @pytest.fixture
-def hub() -> ConsumerHub:
-    hub = ConsumerHub()
-    hub.scan(my_consumers)
-    return hub
-
-
-@pytest.fixture
 def sqs(sqs_endpoint: str) -> Any:
     return boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
+
+
+def _engine_1x(hub: ConsumerHub, operator: QueueOperator, endpoint: str) -> SQSEngine:
+    """The engine built as balog 1.x code built it, pointed at the test's SQS endpoint."""
+    return SQSEngine(
+        hub, "us-east-1", "AK123", "secret", consumer_operator=operator, endpoint_url=endpoint
+    )
 
 
 def _queues(sqs: Any, operator: QueueOperator, hub: ConsumerHub) -> dict[str, str]:
@@ -93,14 +93,7 @@ def test_messages(hub: ConsumerHub, sqs: Any, sqs_endpoint: str, unique_name: st
         QueueUrl=urls[f"{unique_name}-spam-eggs"],
         MessageBody=balog1x.body("tests.unit", {"cls_type": "eggs"}).decode(),
     )
-    engine = SQSEngine(
-        hub,
-        "us-east-1",
-        "AK123",
-        "secret",
-        consumer_operator=operator,
-        endpoint_url=sqs_endpoint,
-    )
+    engine = _engine_1x(hub, operator, sqs_endpoint)
     try:
         assert engine.drain(raise_errors=True, timeout=10) == 1
     finally:
@@ -116,14 +109,7 @@ def test_on_message(hub: ConsumerHub, sqs: Any, sqs_endpoint: str, unique_name: 
     urls = _queues(sqs, operator, hub)
     url = urls[f"{unique_name}-spam-eggs"]
     sqs.send_message(QueueUrl=url, MessageBody=balog1x.MESSAGE_JSON.decode())
-    engine = SQSEngine(
-        hub,
-        "us-east-1",
-        "AK123",
-        "secret",
-        consumer_operator=operator,
-        endpoint_url=sqs_endpoint,
-    )
+    engine = _engine_1x(hub, operator, sqs_endpoint)
     try:
         assert engine.drain(raise_errors=True, timeout=10) == 1
     finally:
