@@ -44,7 +44,7 @@ def _metrics(*values: float) -> bytes:
 
 
 def test_python2_str_of_floats() -> None:
-    """The helper writes floats as balog 1.x did under Python 2."""
+    """balog1x writes floats as balog 1.x did under Python 2, and ids of its length."""
     assert [balog1x.py2_str(v) for v in (1234, 0.1, 1 / 3, 1e16, math.inf, math.nan)] == [
         "1234.0",
         "0.1",
