@@ -64,6 +64,66 @@ def load(namespace: str, name: str) -> Any:
     return manager.driver
 
 
+def parameters(factory: Any) -> tuple[frozenset[str], bool]:
+    """The keyword names ``factory`` takes (not ``*args``), and whether it also takes any other
+    (``**options``, or a signature that cannot be read)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return frozenset(), True
+    values = signature.parameters.values()
+    names = frozenset(p.name for p in values if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return names, any(p.kind is p.VAR_KEYWORD for p in values)
+
+
+def url_key(factory: Any) -> str:
+    """The option under which ``factory`` takes a backend URL: ``url``, or ``endpoint_url``.
+
+    Engines and transports built on an HTTP API (SQS) name it ``endpoint_url``; the rest
+    ``url``. A named engine that passes its options on to its ``transport_class`` takes it as
+    that transport does. A factory that takes neither gets ``url`` and reports it as an unknown
+    option.
+    """
+    names, _ = parameters(factory)
+    if "url" in names:
+        return "url"
+    if "endpoint_url" in names:
+        return "endpoint_url"
+    transport_class = getattr(factory, "transport_class", None)
+    if transport_class is not None:
+        return url_key(transport_class)
+    return "url"
+
+
+def backend_factory(name: str) -> Any:
+    """The class registered as engine ``name``, else as transport ``name`` (run on the
+    generic engine), for reading its signature; ``None`` when neither is installed."""
+    if entry_point(ENGINES, name) is not None:
+        return load(ENGINES, name)
+    if entry_point(TRANSPORTS, name) is not None:
+        return load(TRANSPORTS, name)
+    return None
+
+
+def engine_only_options(engine: str) -> set[str]:
+    """Option names engine ``engine`` takes and its transport does not (a producer or
+    ``balog send`` leaves them out): the generic engine's, and a named engine's own keywords that
+    its ``transport_class`` does not take (``SQSEngine(polling_period=...)``)."""
+    from balog.engines.base import TransportEngine
+    from balog.exceptions import PluginError
+
+    names = set(TransportEngine.option_names())
+    if entry_point(ENGINES, engine) is not None:
+        try:
+            factory = load(ENGINES, engine)
+        except PluginError:
+            return names  # the transport may still load; its own errors are what matter there
+        transport_class = getattr(factory, "transport_class", None)
+        own = set(parameters(factory)[0]) - {"self", "hub", "consumer_operator"}
+        names |= own - (set(parameters(transport_class)[0]) if transport_class else set())
+    return names - {"url", "endpoint_url", "path"}
+
+
 def build(factory: Any, what: str, **options: Any) -> Any:
     """Call ``factory(**options)``, turning an unknown or missing option into a clear error."""
     try:

@@ -72,16 +72,21 @@ ENV_PREFIX = "BALOG_"
 DEFAULT_FILE = "balog.toml"
 """Read from the current directory when no file is named (``--config``, ``BALOG_CONFIG``)."""
 
-KEYS = ("engine", "transport", "url", "operator", "concurrency", "log_level")
-"""The keys every layer may set, besides ``options``."""
+KEYS = ("engine", "transport", "url", "operator", "concurrency", "log_level", "topic")
+"""The keys every layer may set, besides ``options`` and ``topic_vars``."""
+
+_MAPPINGS = ("options", "topic_vars")
+"""The keys that hold a table of names: engine/transport options, the topic's variables."""
 
 _ENV_CONFIG = ENV_PREFIX + "CONFIG"
 _ENV_NAMES = {key: ENV_PREFIX + key.upper() for key in KEYS}
 _ENV_OPTION = ENV_PREFIX + "OPTION_"
+_ENV_TOPIC_VAR = ENV_PREFIX + "TOPIC_VAR_"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OPTION_PREFIXES = ("engine", "options")
 """``balog.engine.<name>`` and ``balog.options.<name>`` set an option in flat settings."""
+_TOPIC_VARS = "topic_vars"
 
 DEFAULT = "default"
 ENVIRONMENT = "environment"
@@ -130,6 +135,8 @@ class Config:
     """The effective configuration, and where each value came from.
 
     ``options`` go to the engine (and to the transport, for commands that build only that).
+    ``topic`` and ``topic_vars`` are the producer's (:func:`balog.configure`): the topic it sends
+    to, a template filled from ``topic_vars``.
     ``settings`` is the flat mapping handed to an operator factory (``factory(settings)``): every
     key of the file (TOML tables flattened to dotted keys) plus ``--set KEY=VALUE`` and the
     effective ``balog.<key>`` values. ``sources`` says which layer set each key (``"option:NAME"``
@@ -143,7 +150,9 @@ class Config:
     operator: str | None = None
     concurrency: int | None = None
     log_level: str | None = None
+    topic: str | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    topic_vars: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -182,6 +191,21 @@ class Config:
         if self.url is not None:
             options[url_key] = self.url
         return options
+
+    def transport_kwargs(self) -> dict[str, Any]:
+        """The keywords to build this configuration's transport with (``balog send``, the
+        producer): the transport's own options and any unknown one (to be reported, never
+        dropped), not the engine's alone (``wait``, ``lease``, ``concurrency``, ...); the URL
+        under the name the transport takes it by."""
+        from balog import _plugins
+
+        factory = _plugins.load(_plugins.TRANSPORTS, self.transport_name)
+        names, _ = _plugins.parameters(factory)
+        engine_only = _plugins.engine_only_options(self.engine)
+        return self.transport_options(
+            lambda option: option in names or option not in engine_only,
+            _plugins.url_key(factory),
+        )
 
     def scrubber(self) -> Scrubber:
         """A :class:`~balog._secrets.Scrubber` of this configuration's secrets, for free text."""
@@ -232,6 +256,7 @@ class FileLayer:
 
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    topic_vars: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -279,6 +304,12 @@ def _nested_layer(data: Mapping[str, Any], where: str) -> FileLayer:
             for name, option in value.items():
                 layer.options[_option_name(str(name), where)] = option
                 layer.origins[f"option:{name}"] = f"{name} in [balog.options] of {where}"
+        elif key == _TOPIC_VARS:
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"{where}: balog.topic_vars must be a table")
+            for name, var in value.items():
+                layer.topic_vars[_option_name(str(name), where)] = var
+                layer.origins[f"topic_var:{name}"] = f"{name} in [balog.topic_vars] of {where}"
         elif key in KEYS:
             layer.values[key] = value
             layer.origins[key] = f"{key} in [balog] of {where}"
@@ -286,7 +317,7 @@ def _nested_layer(data: Mapping[str, Any], where: str) -> FileLayer:
             raise _unknown_key(
                 f"[balog] of {where}",
                 str(key),
-                (*KEYS, "options"),
+                (*KEYS, *_MAPPINGS),
                 "engine and transport options go in [balog.options]",
             )
     return layer
@@ -310,11 +341,15 @@ def _flat_layer(flat: Mapping[str, Any], where: str, label: str, *, bare: bool) 
             option = _option_name(name, where)
             layer.options[option] = coerce_option(raw, what=written)
             layer.origins[f"option:{option}"] = written
+        elif dot and head == _TOPIC_VARS:
+            var = _option_name(name, where)
+            layer.topic_vars[var] = raw
+            layer.origins[f"topic_var:{var}"] = written
         elif not dot and rest in KEYS:
             layer.values[rest] = raw
             layer.origins[rest] = written
-        elif dot and nearest(head, _OPTION_PREFIXES):
-            guess = nearest(head, _OPTION_PREFIXES)
+        elif dot and nearest(head, (*_OPTION_PREFIXES, _TOPIC_VARS)):
+            guess = nearest(head, (*_OPTION_PREFIXES, _TOPIC_VARS))
             raise ConfigurationError(
                 f"unknown key {key!r} in {label}; did you mean '{prefix}{guess}.{name}'?"
             )
@@ -416,7 +451,9 @@ def _check_scalar(key: str, value: Any, where: str) -> Any:
 
 def _check_env_name(var: str) -> None:
     """Refuse a ``BALOG_*`` variable that is a misspelling of one of balog's."""
-    if var == _ENV_CONFIG or var in _ENV_NAMES.values() or var.startswith(_ENV_OPTION):
+    if var == _ENV_CONFIG or var in _ENV_NAMES.values():
+        return
+    if var.startswith((_ENV_OPTION, _ENV_TOPIC_VAR)):
         return
     suffix = var[len(ENV_PREFIX) :]
     known = [_ENV_CONFIG[len(ENV_PREFIX) :], *(k.upper() for k in KEYS)]
@@ -428,7 +465,12 @@ def _check_env_name(var: str) -> None:
         meant = ENV_PREFIX + guess
     else:
         return  # another program's variable that happens to share the prefix
-    names = [_ENV_CONFIG, *_ENV_NAMES.values(), f"{_ENV_OPTION}<NAME>"]
+    names = [
+        _ENV_CONFIG,
+        *_ENV_NAMES.values(),
+        f"{_ENV_OPTION}<NAME>",
+        f"{_ENV_TOPIC_VAR}<NAME>",
+    ]
     raise ConfigurationError(
         f"environment variable {var} is not one of balog's; did you mean {meant}? "
         f"(balog reads {', '.join(names)})"
@@ -447,6 +489,12 @@ def _env_layer(environ: Mapping[str, str]) -> FileLayer:
             name = _option_name(var[len(_ENV_OPTION) :].lower(), var)
             layer.options[name] = coerce_option(raw, what=var)
             layer.origins[f"option:{name}"] = var
+        elif var.startswith(_ENV_TOPIC_VAR):
+            if len(var) == len(_ENV_TOPIC_VAR):
+                raise ConfigurationError(f"environment variable {var} names no topic variable")
+            name = _option_name(var[len(_ENV_TOPIC_VAR) :].lower(), var)
+            layer.topic_vars[name] = raw
+            layer.origins[f"topic_var:{name}"] = var
     for key, var in _ENV_NAMES.items():
         value = environ.get(var)
         if value:
@@ -505,6 +553,7 @@ def load_config(
     sources: dict[str, str] = {"engine": DEFAULT}
     origins: dict[str, str] = {}
     merged_options: dict[str, Any] = {}
+    merged_topic_vars: dict[str, Any] = {}
     flat_settings: dict[str, Any] = {}
 
     named = file if source is None else source
@@ -528,6 +577,7 @@ def load_config(
         for name, value in layer.options.items():
             merged_options[name] = value
             sources[f"option:{name}"] = where
+        merged_topic_vars.update(layer.topic_vars)
         origins.update(layer.origins)
         flat_settings.update(layer.settings)
 
@@ -538,6 +588,7 @@ def load_config(
     for name, value in env_layer.options.items():
         merged_options[name] = value
         sources[f"option:{name}"] = f"{ENVIRONMENT} {_ENV_OPTION}{name.upper()}"
+    merged_topic_vars.update(env_layer.topic_vars)
     origins.update(env_layer.origins)
 
     for key, value in (values or {}).items():
@@ -569,6 +620,7 @@ def load_config(
     config = Config(
         engine=merged["engine"],
         options=merged_options,
+        topic_vars=merged_topic_vars,
         settings=flat_settings,
         sources=sources,
         origins={k: v for k, v in origins.items() if v},
@@ -582,4 +634,6 @@ def load_config(
         value = getattr(config, key)
         if value is not None:
             config.settings[f"balog.{key}"] = value
+    for name, value in config.topic_vars.items():
+        config.settings[f"balog.topic_vars.{name}"] = value
     return config

@@ -199,21 +199,6 @@ def _flush_at_exit() -> None:
         handler.close(timeout=handler.exit_timeout)
 
 
-def _parameters(factory: Any) -> dict[str, inspect.Parameter] | None:
-    """``factory``'s keyword parameters by name; ``None`` if it takes any (``**options``)."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return {
-        name: p
-        for name, p in parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
 def split_options(
     transport: str | Transport, options: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -238,8 +223,8 @@ def split_options(
         )
     from balog import _plugins
 
-    params = _parameters(_plugins.load(_plugins.TRANSPORTS, transport))
-    if params is not None:
+    params, takes_any = _plugins.parameters(_plugins.load(_plugins.TRANSPORTS, transport))
+    if not takes_any:
         for name in rest:
             if name not in params:
                 raise unknown_option(

@@ -25,7 +25,6 @@ therefore still gets its events.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import sys
@@ -360,15 +359,11 @@ def configure(
     if transport is None:
         loaded = load_producer_config(config)
         transport = loaded.transport_name
-        configured = _configured_transport_options(loaded)
+        configured = loaded.transport_kwargs()
         if topic is None:
-            topic = loaded.settings.get("balog.topic")
-        prefix = "balog.topic_vars."
-        topic_vars = {
-            k[len(prefix) :]: v for k, v in loaded.settings.items() if k.startswith(prefix)
-        }
-        if topic_vars:
-            options.setdefault("topic_vars", topic_vars)
+            topic = loaded.topic
+        if loaded.topic_vars:
+            options.setdefault("topic_vars", dict(loaded.topic_vars))
     elif config is not None:
         raise ConfigurationError(
             "configure() takes a transport or a config, not both: name the transport in the "
@@ -399,10 +394,6 @@ def configure(
     return handler
 
 
-_CONFIG_KEYS = ("engine", "transport", "url", "operator", "concurrency", "log_level")
-_PRODUCER_KEYS = ("topic", "topic_vars")
-
-
 def load_producer_config(config: str | os.PathLike[str] | Mapping[str, Any] | None) -> Config:
     """The configuration :func:`configure` reads: ``config`` over ``BALOG_*`` over the file.
 
@@ -410,7 +401,7 @@ def load_producer_config(config: str | os.PathLike[str] | Mapping[str, Any] | No
     the keys of the ``[balog]`` table (``engine``, ``transport``, ``url``, ``options``, ``topic``,
     ``topic_vars``, ...), which then win over the environment as command-line values do.
     """
-    from balog.config import load_config
+    from balog.config import KEYS, load_config
 
     if config is None or isinstance(config, (str, os.PathLike)):
         return load_config(file=None if config is None else os.fspath(config))
@@ -418,40 +409,15 @@ def load_producer_config(config: str | os.PathLike[str] | Mapping[str, Any] | No
         raise ConfigurationError(
             f"config must be a file path or a mapping, not {type(config).__name__}"
         )
-    check_known("configure(config=...)", config, (*_CONFIG_KEYS, "options", *_PRODUCER_KEYS))
-    options = config.get("options") or {}
-    if not isinstance(options, Mapping):
-        raise ConfigurationError("config['options'] must be a mapping")
+    check_known("configure(config=...)", config, (*KEYS, "options", "topic_vars"))
+    for key in ("options", "topic_vars"):
+        if not isinstance(config.get(key) or {}, Mapping):
+            raise ConfigurationError(f"config[{key!r}] must be a mapping")
     loaded = load_config(
-        values={k: config[k] for k in _CONFIG_KEYS if k in config}, options=options
+        values={k: config[k] for k in KEYS if k in config}, options=config.get("options") or {}
     )
-    for key in _PRODUCER_KEYS:
-        if key in config:
-            _set_producer_key(loaded, key, config[key])
+    loaded.topic_vars.update(config.get("topic_vars") or {})
     return loaded
-
-
-def _set_producer_key(loaded: Config, key: str, value: Any) -> None:
-    if key == "topic":
-        loaded.settings["balog.topic"] = value
-        return
-    if not isinstance(value, Mapping):
-        raise ConfigurationError("config['topic_vars'] must be a mapping")
-    for name, var in value.items():
-        loaded.settings[f"balog.topic_vars.{name}"] = var
-
-
-def _configured_transport_options(loaded: Config) -> dict[str, Any]:
-    """The configuration's options for its transport, chosen as ``balog send`` chooses them:
-    the transport's own and any unknown one (to be reported), not the engine's alone (``wait``,
-    ``lease``, ``concurrency``, ...); the URL under the name the transport takes it by."""
-    from balog import _plugins
-    from balog.cli._common import _engine_only_options, url_key
-
-    factory = _plugins.load(_plugins.TRANSPORTS, loaded.transport_name)
-    params = set(inspect.signature(factory).parameters)
-    engine_only = _engine_only_options(loaded)
-    return loaded.transport_options(lambda o: o in params or o not in engine_only, url_key(factory))
 
 
 def flush(timeout: float | None = None) -> bool:

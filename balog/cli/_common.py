@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import logging
 import re
@@ -109,82 +108,13 @@ def scan_packages(packages: Iterable[str]) -> Any:
     return hub
 
 
-def _parameters(factory: Any) -> set[str]:
-    """The names ``factory`` takes as keywords (not ``*args`` or ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def url_key(factory: Any) -> str:
-    """The option under which ``factory`` takes a backend URL: ``url``, or ``endpoint_url``.
-
-    Engines and transports built on an HTTP API (SQS) name it ``endpoint_url``; the rest
-    ``url``. A named engine that passes its options on to its ``transport_class`` takes it as
-    that transport does. A factory that takes neither gets ``url`` and reports it as an unknown
-    option.
-    """
-    params = _parameters(factory)
-    if "url" in params:
-        return "url"
-    if "endpoint_url" in params:
-        return "endpoint_url"
-    transport_class = getattr(factory, "transport_class", None)
-    if transport_class is not None:
-        return url_key(transport_class)
-    return "url"
-
-
-def engine_factory(name: str) -> Any:
-    """The class registered as engine ``name``, else as transport ``name`` (run on the
-    generic engine), for reading its signature."""
-    from balog import _plugins
-
-    if _plugins.entry_point(_plugins.ENGINES, name) is not None:
-        return _plugins.load(_plugins.ENGINES, name)
-    if _plugins.entry_point(_plugins.TRANSPORTS, name) is not None:
-        return _plugins.load(_plugins.TRANSPORTS, name)
-    return None
-
-
-def _engine_only_options(config: Config) -> set[str]:
-    """Option names the engine takes and its transport does not (``send`` leaves them out):
-    :meth:`~balog.engines.base.TransportEngine.option_names`, and the named engine's own
-    keywords that its ``transport_class`` does not take (``SQSEngine(polling_period=...)``)."""
-    from balog import _plugins
-    from balog.engines.base import TransportEngine
-
-    names = set(TransportEngine.option_names())
-    if _plugins.entry_point(_plugins.ENGINES, config.engine) is not None:
-        try:
-            engine = _plugins.load(_plugins.ENGINES, config.engine)
-        except PluginError:
-            return names  # the transport may still load; its own errors are what matter here
-        transport_class = getattr(engine, "transport_class", None)
-        own = _parameters(engine) - {"self", "hub", "consumer_operator"}
-        names |= own - (_parameters(transport_class) if transport_class else set())
-    return names - {"url", "endpoint_url", "path"}
-
-
 def make_transport(config: Config) -> Any:
     """The transport of the configuration, built with the options meant for it."""
-    from balog import _plugins
     from balog.transports import create_transport
 
     name = config.transport_name
-    factory = _plugins.load(_plugins.TRANSPORTS, name)
-    params = _parameters(factory)
-    engine_only = _engine_only_options(config)
-
-    def accepts(option: str) -> bool:
-        # Engine options (wait, lease, concurrency...) are left out; anything else goes to the
-        # transport, so that a misspelt option is reported rather than dropped.
-        return option in params or option not in engine_only
-
     with building(f"transport {name!r}", config):
-        return create_transport(name, **config.transport_options(accepts, url_key(factory)))
+        return create_transport(name, **config.transport_kwargs())
 
 
 def summary(config: Config) -> str:

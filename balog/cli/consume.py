@@ -17,14 +17,13 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import IO, Any
 
+from balog import _plugins
 from balog.cli._common import (
     build_operator,
     building,
-    engine_factory,
     scan_packages,
     setup_logging,
     summary,
-    url_key,
 )
 from balog.config import Config
 from balog.exceptions import ConfigurationError
@@ -96,7 +95,7 @@ def _consume(args: argparse.Namespace, config: Config, stop_requested: threading
     if not len(hub):
         raise ConfigurationError(f"no consumers found in {', '.join(args.packages)}")
     operator = build_operator(config)
-    options = config.engine_options(url_key(engine_factory(config.engine)))
+    options = config.engine_options(_plugins.url_key(_plugins.backend_factory(config.engine)))
     with building(f"engine {config.engine!r}", config):
         engine = create_engine(config.engine, hub=hub, consumer_operator=operator, **options)
     stats = getattr(engine, "stats", None)

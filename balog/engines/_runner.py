@@ -9,8 +9,9 @@ settled from the thread that received it) and, where it needs one, its own event
   worker's event loop, so awaiting a consumer costs about what calling it does;
 - ``max_in_flight=N``: up to N events run at once on the worker's loop (async consumers there,
   sync ones on a pool of N threads); the worker keeps receiving while any run (without waiting,
-  so the loop is never held), settles each as it finishes, and never runs two events of one
-  ordering group at once where the transport declares ``ordering``.
+  so the loop is never held), settles each as it finishes, and never runs two deliveries of one
+  ordering group (:attr:`~balog.transports.base.Delivery.group`, an SQS FIFO message group) at
+  once: they run one after the other, in the order received.
 
 Under :meth:`~balog.engines.base.TransportEngine.serve`, async consumers run on the
 application's loop instead, and the worker's loop only waits for them.
@@ -103,8 +104,8 @@ class Worker:
         operator = engine.consumer_operator
         self.async_consumer = {id(c): is_async_consumer(c, operator) for c in consumers}
         self.any_async = any(self.async_consumer.values())
-        self.ordered = self.transport.capabilities.ordering
         self.receiving = False
+        self.stalled = False
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
@@ -196,13 +197,15 @@ class Worker:
         return pause
 
     def drain_once(self) -> int:
-        """Receive what is there now and process it in the calling thread; return how many,
-        or 0 when a settle failed (what failed may be back at once: a later drain retries)."""
+        """Receive what is there now and process it in the calling thread; return how many.
+        :attr:`stalled` says whether a settle failed meanwhile (what failed may be back at
+        once: a drain then stops, and a later one retries)."""
         self._draining = True
         batch = self._receive(0.0, self.engine.batch_size)
         if batch:
             self._process(batch)
-        return 0 if self.settler.trouble() else len(batch)
+        self.stalled = bool(self.settler.trouble())
+        return len(batch)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -354,7 +357,7 @@ class Worker:
                 if isinstance(prepared, Decision):
                     settler.settle(delivery, prepared)
                     continue
-                group = delivery.group if self.ordered else None
+                group = delivery.group
                 after = tails.get(group) if group is not None else None
                 task = loop.create_task(self._one(prepared, after))
                 tasks.add(task)
