@@ -18,6 +18,7 @@ extras = {
         "mypy>=1.8",
         "boto3-stubs[sqs]>=1.28",
         "types-jsonschema",
+        "types-regex",
         # The decoder's fuzz target; wheels exist for Linux up to CPython 3.11 (the fuzz test
         # falls back to hypothesis elsewhere).
         'atheris>=2.3; platform_system == "Linux" and python_version < "3.12"',
@@ -39,6 +40,7 @@ setup(
         "jsonschema>=4.17",
         "fastjsonschema>=2.18",
         "packaging>=23.0",
+        "regex>=2023.0",
         "stevedore>=5.0",
     ],
     extras_require=extras,

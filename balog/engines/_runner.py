@@ -266,20 +266,14 @@ class Worker:
             self._event_loop().run_until_complete(self._process_async(batch))
             return
         settler, pipeline, consumers = self.settler, self.pipeline, self.consumers
-        prepare, call, settle = pipeline.prepare, pipeline.call, settler.settle
+        decide, settle, run_awaitable = pipeline.decide, settler.settle, self._run_awaitable
         stopping = None if self._draining else self.engine._stopping
         done = 0
         try:
             for delivery in batch:
                 if stopping is not None and stopping.is_set():
                     break
-                prepared = prepare(delivery, consumers)
-                decision = (
-                    call(prepared, self._run_awaitable)
-                    if isinstance(prepared, Prepared)
-                    else prepared
-                )
-                settle(delivery, decision)
+                settle(delivery, decide(delivery, consumers, run_awaitable))
                 done += 1
         finally:
             settler.release(batch[done:])
