@@ -28,7 +28,7 @@ one's ends, so worker and broker start-up are left out, and the ideal is exact
 (``events`` / (``events`` / 2,000/s)). Every wait is bounded (``TIME_LIMIT``). Queue names and
 Redis keys are unique per run and removed afterwards. Needs RabbitMQ on 127.0.0.1:5672 and
 Redis on 127.0.0.1:6379 (``BALOG_BENCH_AMQP_URL``, ``BALOG_BENCH_REDIS_URL``); a missing service
-or package leaves its rows out with a note.
+or package skips the case. Run ``python -m benchmarks --only aio``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import contextlib
 import functools
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -349,8 +348,10 @@ def _peer(
 def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
     try:
         import faststream  # noqa: F401
+        import kombu  # noqa: F401
+        import redis  # noqa: F401
     except ImportError as exc:
-        raise Skip("faststream is not installed (pip install -e '.[bench]')") from exc
+        raise Skip(f"{exc.name} is not installed (pip install -e '.[all,bench]')") from exc
     bodies = _bodies(events)
     dicts = [sample_event(i) for i in range(events)]
     for name, url in (("Redis", REDIS_URL), ("RabbitMQ", AMQP_URL)):
@@ -438,10 +439,3 @@ def run(repeat: int = 3, events: int = DEFAULT_EVENTS) -> list[Row]:
     if notes:
         rows[0]["note"] = "; ".join(sorted(set(notes)))
     return rows
-
-
-if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_EVENTS
-    times = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    for result in run(times, count):
-        print(result)
