@@ -9,11 +9,13 @@ doubt hands the value to the full validator (which raises, saying why). The verd
 therefore the full validator's whenever the fast one would say no, and
 ``tests/test_fastpath.py`` checks both against jsonschema on generated events.
 
-Every ``pattern`` is matched with the ``regex`` package, within :data:`PATTERN_BUDGET` seconds
-and without holding the GIL (so the engine's lease keeper runs meanwhile): a pattern that would
-backtrack for seconds on a hostile string raises :class:`PatternTimeout` instead. The same
-matcher serves the explaining validator and, in the full validator's compiled code, replaces
-the standard library's (see :func:`bound_patterns`).
+A ``pattern`` that could backtrack catastrophically (a repeated group holding a repeat or an
+alternative, or more than :data:`MAX_REPEATS` unbounded repeats) is matched with the ``regex``
+package, within :data:`PATTERN_BUDGET` seconds and without holding the GIL (so the engine's
+lease keeper runs meanwhile): on a hostile string it raises :class:`PatternTimeout` instead of
+running for seconds. Other patterns (balog's own, and most) are matched by the standard
+library, which is faster. The same matcher serves the explaining validator and, in the full
+validator's compiled code, replaces the standard library's (see :func:`bound_patterns`).
 
 Supported keywords: ``type`` (one or a list), ``required``, ``properties``,
 ``additionalProperties`` (a boolean), ``items`` (one schema), ``minItems``/``maxItems``,
@@ -29,10 +31,22 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["PATTERN_BUDGET", "PatternTimeout", "bound_patterns", "compile_check", "pattern_search"]
+__all__ = [
+    "MAX_REPEATS",
+    "PATTERN_BUDGET",
+    "PatternTimeout",
+    "bound_patterns",
+    "compile_check",
+    "could_backtrack",
+    "pattern_search",
+]
 
 PATTERN_BUDGET = 0.1
 """Seconds one ``pattern`` may take to match one string before validation gives up on it."""
+
+MAX_REPEATS = 3
+"""Unbounded repeats (``*``, ``+``, ``{n,}``) a pattern may hold and still be matched by the
+standard library."""
 
 Check = Callable[[Any], Any]
 
@@ -98,10 +112,88 @@ class _BoundedPattern:
             raise PatternTimeout(self.pattern) from None
 
 
+def could_backtrack(pattern: str) -> bool:
+    """Whether ``pattern`` may need exponential (or high polynomial) time on some string: a
+    group repeated without bound that holds a repeat or an alternative (``(a+)+``, ``(a|aa)*``),
+    or more than :data:`MAX_REPEATS` unbounded repeats. Conservative: what it cannot read is
+    taken to backtrack."""
+    frames: list[list[bool]] = [[False, False]]  # per open group: holds a repeat, an alternative
+    unbounded = 0
+    i, n = 0, len(pattern)
+
+    def repeat_at(j: int) -> tuple[bool, bool, int]:
+        """(is a repeat, unbounded, end) of a quantifier starting at j."""
+        if j >= n:
+            return False, False, j
+        c = pattern[j]
+        if c in "*+":
+            return True, True, j + 1 + (j + 1 < n and pattern[j + 1] in "?+")
+        if c == "?":
+            return True, False, j + 1 + (j + 1 < n and pattern[j + 1] in "?+")
+        if c == "{":
+            close = pattern.find("}", j)
+            body = pattern[j + 1 : close] if close != -1 else ""
+            low, comma, high = body.partition(",")
+            if close == -1 or not low.isdigit() or (high and not high.isdigit()):
+                return False, False, j  # a literal brace
+            endless = bool(comma) and (not high or int(high) > 16)
+            return True, endless or (not comma and int(low) > 16), close + 1
+        return False, False, j
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            if j >= n:
+                return True
+            i = j + 1
+        elif c == "(":
+            frames.append([False, False])
+            i += 1
+            if i < n and pattern[i] == "?":
+                i += 1  # (?:, (?=, (?!, (?<=, (?<!, (?P<name>: read as a plain group
+        elif c == ")":
+            if len(frames) == 1:
+                return True
+            inner_repeat, inner_alt = frames.pop()
+            is_repeat, endless, end = repeat_at(i + 1)
+            if endless and (inner_repeat or inner_alt):
+                return True
+            if is_repeat:
+                unbounded += endless
+                frames[-1][0] = True
+            frames[-1][0] = frames[-1][0] or inner_repeat
+            frames[-1][1] = frames[-1][1] or inner_alt
+            i = end
+            continue
+        elif c == "|":
+            frames[-1][1] = True
+            i += 1
+        else:
+            i += 1
+        is_repeat, endless, end = repeat_at(i)
+        if is_repeat and c != "(" and c != "|":
+            frames[-1][0] = True
+            unbounded += endless
+            i = end
+    return len(frames) != 1 or unbounded > MAX_REPEATS
+
+
 def pattern_search(pattern: str) -> Callable[[str], Any]:
-    """``search`` of ``pattern`` read as JSON Schema reads it (ECMA-262's ``$``), bounded in
-    time; raises :class:`PatternTimeout`, or ``re.error``-like ``ValueError`` for a bad one."""
-    return _BoundedPattern(pattern).search
+    """``search`` of ``pattern`` read as JSON Schema reads it (ECMA-262's ``$``): the standard
+    library's for a pattern that cannot backtrack badly, else bounded in time (raising
+    :class:`PatternTimeout`). Raises ``ValueError`` (``re.error``) for a pattern neither reads."""
+    if could_backtrack(pattern):
+        return _BoundedPattern(pattern).search
+    return re.compile(_DOLLAR.sub(r"\\Z", pattern)).search
 
 
 def bound_patterns(validator: Callable[..., Any]) -> None:
@@ -115,7 +207,7 @@ def bound_patterns(validator: Callable[..., Any]) -> None:
         return
     for key, compiled in list(patterns.items()):
         rewritten = getattr(compiled, "pattern", None)
-        if isinstance(key, str) and isinstance(rewritten, str):
+        if isinstance(key, str) and isinstance(rewritten, str) and could_backtrack(key):
             patterns[key] = _BoundedPattern(key, rewritten)
 
 

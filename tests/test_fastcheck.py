@@ -178,14 +178,38 @@ def test_fastjsonschema_patterns_are_replaced_by_bounded_ones() -> None:
 
     from balog._fastcheck import bound_patterns
 
-    validator = fastjsonschema.compile({"type": "string", "pattern": "^a+$"})
+    risky = "^(a+)+$"
+    validator = fastjsonschema.compile({"type": "string", "pattern": risky})
     patterns = validator.__globals__["REGEX_PATTERNS"]
-    assert list(patterns) == ["^a+$"]
+    assert list(patterns) == [risky]
     bound_patterns(validator)
-    assert type(patterns["^a+$"]).__name__ == "_BoundedPattern"
+    assert type(patterns[risky]).__name__ == "_BoundedPattern"
     assert validator("aaa") == "aaa"
     with pytest.raises(fastjsonschema.JsonSchemaException):
         validator("ab")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "risky"),
+    [
+        ("^0\\.[0-9]{1,9}(\\.[0-9]{1,9})?$(?!\\n)", False),  # balog's schema version
+        ("^-?[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?$(?!\\n)", False),  # a metric value
+        ("[a-z]+@[a-z]+\\.[a-z]{2,}", False),
+        ("(ab)+", False),
+        ("^(x+x+)+y$", True),  # a repeated group holding a repeat
+        ("(a|aa)*", True),  # a repeated group holding an alternative
+        ("^(\\w+\\s?)*$", True),
+        ("\\d*\\d*\\d*\\d*x", True),  # more unbounded repeats than MAX_REPEATS
+        ("(a{2,5})+", True),
+        ("[unclosed", True),  # what cannot be read is taken to backtrack
+    ],
+)
+def test_patterns_that_could_backtrack_are_told_apart(pattern: str, risky: bool) -> None:
+    """Patterns that can backtrack catastrophically get the bounded matcher; the rest the
+    standard library's."""
+    from balog._fastcheck import could_backtrack
+
+    assert risky == could_backtrack(pattern)
 
 
 def test_a_large_invalid_payload_costs_no_more_to_explain_than_a_small_one() -> None:

@@ -305,17 +305,22 @@ class Pipeline:
     async def acall(
         self,
         prepared: Prepared,
-        start: Callable[[Prepared, int], Awaitable[Any]],
-        finish: Callable[[Awaitable[Any]], Awaitable[Any]],
+        start: Callable[[Prepared, int], Any] | None,
+        finish: Callable[[Awaitable[Any]], Awaitable[Any]] | None,
     ) -> Decision:
-        """:meth:`call` on an event loop: ``start(prepared, i)`` calls consumer ``i`` (inline, or
-        in a thread for a sync one) and ``finish(awaitable)`` awaits what an async one returned
-        (here, or on the application's loop)."""
+        """:meth:`call` on an event loop. ``start(prepared, i)`` calls consumer ``i`` (``None``:
+        inline, through the operator); it may instead return an :class:`asyncio.Future` of the
+        call (run in a thread, for a sync consumer), awaited here. ``finish(awaitable)`` awaits
+        what an async consumer returned (``None``: here; else on the application's loop)."""
+        process_event = self.operator.process_event
+        event = prepared.event
         for index, consumer in enumerate(prepared.consumers):
             try:
-                result = await start(prepared, index)
+                result = process_event(consumer, event) if start is None else start(prepared, index)
+                if isinstance(result, asyncio.Future):
+                    result = await result
                 if result is not None and inspect.isawaitable(result):
-                    await finish(result)
+                    await (result if finish is None else finish(result))
             except BaseException as exc:
                 if is_shutdown(exc) or _cancelled_from_outside(exc):
                     raise
