@@ -565,6 +565,51 @@ class TransportConformance:
             "consumers saw something other than the one valid event"
         )
 
+    def test_deliveries_waiting_behind_a_slow_one_keep_their_leases(
+        self, conformance_transport: Transport, conformance_topic: str
+    ) -> None:
+        """A batch of five whose first event runs three leases long: the four waiting behind it
+        keep their leases (or the broker holds them for their live receiver), so none lapses,
+        comes back and runs a second time; each event runs once."""
+        t, topic = conformance_transport, conformance_topic
+        caps = t.capabilities
+        calls: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
+
+        def slow_first(event: EventDict) -> None:
+            with lock:
+                calls[event["header"]["id"]] += 1
+                first = len(calls) == 1
+            if first:
+                time.sleep(self.lease * 3)  # the consumer's own slow work
+
+        hub = ConsumerHub([Consumer(slow_first, topic, name="conformance.slow_first")])
+        sent = [_event_body(i) for i in range(5)]
+        t.send(topic, [body for _, body in sent])
+        saved, self.engine_lease = self.engine_lease, self.lease
+        try:
+            engine = self._engine(hub, batch_size=5)
+        finally:
+            self.engine_lease = saved
+
+        def all_ran() -> bool:
+            with lock:
+                return len(calls) == len(sent)
+
+        with self._harness(engine, t) as harness:
+            harness.start()
+            harness.run_until(all_ran, timeout=self.timeout + self.lease * 4)
+            # A lapsed lease brings a message back within about a lease: give it the time.
+            deadline = time.monotonic() + self.lease * 1.5
+            harness.run_until(lambda: time.monotonic() >= deadline, timeout=self.lease * 3)
+        if not caps.lease_extension and caps.lease_expiry:
+            return  # leases this transport cannot extend lapse by design
+        twice = sorted(i for i, n in calls.items() if n > 1)
+        assert twice == [], (
+            f"{len(twice)} event(s) waiting in the engine behind a slow one ran twice: their "
+            "leases were not kept while they waited"
+        )
+
     def test_foreign_entry_is_never_lost(
         self, conformance_transport: Transport, conformance_topic: str
     ) -> None:

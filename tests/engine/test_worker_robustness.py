@@ -127,6 +127,50 @@ def test_deliveries_waiting_behind_a_slow_one_keep_their_leases(backend: Backend
     assert dict.fromkeys(range(10), 1) == dict(calls)
 
 
+def test_a_handler_outliving_its_lease_through_a_stop_runs_once(backend: Backend) -> None:
+    """stop() (SIGTERM) while a handler runs three leases long: the lease keeper keeps the
+    lease until the handler is done and acked, so no other engine runs the event again."""
+    lease = 1.0
+    calls: Counter[int] = Counter()
+    lock = threading.Lock()
+    started = threading.Event()
+
+    def consume(event: EventDict) -> None:
+        with lock:
+            calls[event["payload"]["n"]] += 1
+        started.set()
+        time.sleep(lease * 3)  # the consumer's own slow work
+
+    hub = ConsumerHub([Consumer(consume, backend.topic, name="tests.robust.stopping")])
+    first = backend.make_engine(hub, batch_size=1, lease=lease, handle_signals=False)
+    second = backend.make_engine(hub, batch_size=1, lease=lease, handle_signals=False)
+    backend.send(event_body(0))
+    raised: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run_first, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30), "the first engine never started the event"
+        first.stop()  # the handler is still running
+        while thread.is_alive():  # meanwhile another engine looks for lapsed leases
+            second.drain(timeout=0.3)
+            thread.join(0.1)
+    finally:
+        first.stop()
+        thread.join(30)
+        first.close()
+    second.drain(timeout=1.0)  # and once more after the first engine is gone
+    second.close()
+    assert [] == raised
+    assert {0: 1} == dict(calls)
+
+
 def test_a_worker_that_crashes_is_restarted_and_counted() -> None:
     """A worker killed by something outside the pipeline (here a transport raising a
     BaseException from receive) is restarted, counted in ``restarts``, and work goes on."""
