@@ -20,22 +20,16 @@ engine died comes back about one lease later.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from balog.consumers import Consumer, ConsumerHub, ConsumerOperator
 from balog.engines.base import TransportEngine
 from balog.exceptions import ConfigurationError
-from balog.transports.kombu import KombuTransport, is_redis_url
+from balog.transports.base import Delivery
+from balog.transports.kombu import DEFAULT_HEARTBEAT, KombuTransport
 
 __all__ = ["KombuEngine"]
-
-logger = logging.getLogger("balog.engine")
-
-ACK_FLUSH_INTERVAL = 0.2
-"""Seconds between sweeps that send acks a worker holds back while it runs a long handler."""
 
 
 class KombuEngine(TransportEngine):
@@ -44,8 +38,9 @@ class KombuEngine(TransportEngine):
     ``url`` is the kombu URL (``amqp://``, ``redis://``, ``memory://``, ...). ``prefetch`` is how
     many unacked messages each worker's consumer may hold (default: ``max(100, batch_size)``).
     ``transport_options``, ``confirm_publish``, ``heartbeat``, ``connect_timeout``,
-    ``max_retries``, ``max_body_size`` and ``queue_arguments`` go to the transport; every other
-    option (``max_attempts``, ``backoff``, ``batch_size``, ``lease``, ``concurrency``, ...) to
+    ``max_retries``, ``max_body_size`` and ``queue_arguments`` go to the transport, with
+    ``lease`` (on Redis, kombu's visibility timeout); every other option (``max_attempts``,
+    ``backoff``, ``batch_size``, ``concurrency``, ...) to
     :class:`~balog.engines.base.TransportEngine`.
     """
 
@@ -58,20 +53,18 @@ class KombuEngine(TransportEngine):
         prefetch: int | None = None,
         transport_options: Mapping[str, Any] | None = None,
         confirm_publish: bool = True,
-        heartbeat: float = 0.0,
+        heartbeat: float = DEFAULT_HEARTBEAT,
         connect_timeout: float = 5.0,
         max_retries: int = 3,
         max_body_size: int | None = None,
         queue_arguments: Mapping[str, Any] | None = None,
         batch_size: int = 10,
         lease: float = 30.0,
+        ack_delay: float | None = None,
         **options: Any,
     ) -> None:
         if "transport" in options:
             raise ConfigurationError("the kombu engine builds its own transport from url=")
-        transport_options = dict(transport_options or {})
-        if is_redis_url(url):
-            transport_options.setdefault("visibility_timeout", lease)
         transport = KombuTransport(
             url,
             prefetch=prefetch or max(100, batch_size),
@@ -81,15 +74,18 @@ class KombuEngine(TransportEngine):
             connect_timeout=connect_timeout,
             max_retries=max_retries,
             max_body_size=max_body_size,
-            batch_acks=True,
             queue_arguments=queue_arguments,
+            lease=lease,
         )
+        if ack_delay is None and transport.capabilities.batch_ack:
+            ack_delay = 0.2
         super().__init__(
             hub,
             consumer_operator,
             transport=transport,
             batch_size=batch_size,
             lease=lease,
+            ack_delay=ack_delay,
             **options,
         )
         self._owns_transport = True  # built here from the URL: closed with the engine
@@ -98,26 +94,18 @@ class KombuEngine(TransportEngine):
     def __repr__(self) -> str:
         return f"KombuEngine(url={self.url!r}, hub={self.hub!r})"
 
-    def run(self) -> None:
-        # Acks are batched (see KombuTransport.batch_acks); this thread sends the ones a worker
-        # still holds while it runs a long handler, so none waits more than a fraction of a second.
-        done = threading.Event()
-        flusher = threading.Thread(
-            target=self._flush_acks, args=(done,), name="balog-ack-flusher", daemon=True
-        )
-        flusher.start()
-        try:
-            super().run()
-        finally:
-            done.set()
-            flusher.join()
-
-    def _flush_acks(self, done: threading.Event) -> None:
-        while not done.wait(ACK_FLUSH_INTERVAL):
-            try:
-                self.kombu_transport.flush_acks(min_age=ACK_FLUSH_INTERVAL)
-            except Exception:  # never let the flusher die; acks also go at the next receive
-                logger.exception("flushing held acks failed")
+    def handle(
+        self,
+        delivery: Delivery,
+        consumers: list[Consumer],
+        errors: list[BaseException] | None = None,
+    ) -> str:
+        if delivery.refused is not None:  # what the transport could not hand over as a body
+            stats = self._stats.get(delivery.topic) or self._topic_stats(delivery.topic)
+            with self._lock:
+                stats.received += 1
+            return self._dead_letter(delivery, delivery.refused)
+        return super().handle(delivery, consumers, errors)
 
     def _worker(self, topic: str, consumers: list[Consumer]) -> None:
         try:
