@@ -146,7 +146,9 @@ class AMQPBroker(Broker):
             headers.get("compression"),
             self.transport.accept,
         )
-        if not isinstance(body, bytes):
+        if isinstance(body, str):  # py-amqp gives an empty body as ""
+            body = body.encode("utf-8", "surrogatepass")
+        elif not isinstance(body, bytes):
             body = bytes(body) if isinstance(body, (bytearray, memoryview)) else b""
             refused = refused or "message body is not bytes"
         return Delivery(
@@ -164,7 +166,9 @@ class AMQPBroker(Broker):
 
     def read(self, message: Any) -> tuple[bytes, dict[str, str], str]:
         properties = message.properties or {}
-        body = message.body if isinstance(message.body, bytes) else b""
+        body = message.body
+        if not isinstance(body, bytes):
+            body = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else b""
         message_id = str(properties.get("message_id") or message.delivery_tag)
         return body, str_headers(properties.get("application_headers")), message_id
 

@@ -169,13 +169,12 @@ class Session:
 
     def close(self, broker: Broker) -> None:
         """Hand back what is buffered, close the channels, then the connections: bounded."""
-        if self.connection is not None:
-            bound_socket(self.connection, CLOSE_TIMEOUT)
         for stream in list(self.streams.values()):
             self.streams.pop(stream.topic, None)
             stream.alive = False
             try:
-                broker.close_stream(stream)
+                with bounded(self.connection, CLOSE_TIMEOUT):
+                    broker.close_stream(stream)
             except Exception:
                 # The channel would not close: drop its connection, which hands back all.
                 self.drop_consumers()
@@ -220,12 +219,22 @@ class Confirms:
         return self.settled_upto >= last
 
 
-def bound_socket(connection: Any, timeout: float) -> None:
-    """Make every blocking wait on an AMQP connection's socket give up after ``timeout``."""
+@contextlib.contextmanager
+def bounded(connection: Any, timeout: float) -> Iterator[None]:
+    """Inside, every blocking wait on an AMQP connection's socket gives up after ``timeout``
+    (a no-op for other brokers)."""
     sock = getattr(getattr(connection, "connection", None), "sock", None)
-    if isinstance(sock, socket.socket):
+    if not isinstance(sock, socket.socket):
+        yield
+        return
+    previous = sock.gettimeout()
+    with contextlib.suppress(OSError):
+        sock.settimeout(timeout)
+    try:
+        yield
+    finally:
         with contextlib.suppress(OSError):
-            sock.settimeout(timeout)
+            sock.settimeout(previous)
 
 
 def discard(connection: Any, *, graceful: bool) -> None:
@@ -236,9 +245,9 @@ def discard(connection: Any, *, graceful: bool) -> None:
     protocol, so no socket is left for the garbage collector.
     """
     if graceful:
-        bound_socket(connection, CLOSE_TIMEOUT)
         try:
-            connection.release()
+            with bounded(connection, CLOSE_TIMEOUT):
+                connection.release()
             return
         except Exception:
             pass

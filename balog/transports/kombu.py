@@ -61,11 +61,13 @@ from balog.exceptions import (
 )
 from balog.transports._kombu_amqp import DELAY_QUEUE_INFIX, AMQPBroker
 from balog.transports._kombu_common import (
+    CLOSE_TIMEOUT,
     Broker,
     Errors,
     Handle,
     Session,
     Stream,
+    bounded,
     discard,
     lost,
 )
@@ -410,12 +412,16 @@ class KombuTransport(Transport):
 
     # -- settling -------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _settling(self, delivery: Delivery, what: str) -> Iterator[Handle]:
-        """Hold the delivery's session while settling it; a lost connection is LeaseExpired."""
+    def _handle(self, delivery: Delivery, what: str) -> Handle:
         handle = delivery.handle
         if not isinstance(handle, Handle) or handle.stream.session.owner is not self:
             raise TransportError(f"{what}: not a delivery of this transport")
+        return handle
+
+    @contextlib.contextmanager
+    def _settling(self, delivery: Delivery, what: str) -> Iterator[Handle]:
+        """Hold the delivery's session while settling it; a lost connection is LeaseExpired."""
+        handle = self._handle(delivery, what)
         session = handle.stream.session
         with session.lock:
             if not handle.stream.alive:
@@ -454,41 +460,48 @@ class KombuTransport(Transport):
     def release(self, delivery: Delivery) -> None:
         """Requeue the message as it was: the release does not count as an attempt.
 
-        Where leases do not expire (AMQP), a requeue that fails closes the channel that holds
-        the message instead, and the broker takes it back (with the other messages unsettled on
-        that channel).
+        Where leases do not expire (AMQP, memory), a requeue that fails closes the channel that
+        holds the message instead, and the broker takes it back (with the other messages
+        unsettled on that channel); elsewhere the failure is raised and the lease brings the
+        message back.
         """
-        try:
+        if self.capabilities.lease_expiry:
             with self._settling(delivery, "release") as handle:
                 self._broker.requeue(handle)
-        except LeaseExpired:
-            raise
-        except TransportError as exc:
-            if self.capabilities.lease_expiry:
-                raise
-            self._hand_back(delivery, exc)
+            return
+        handle = self._handle(delivery, "release")
+        with handle.stream.session.lock:
+            if not handle.stream.alive:
+                raise lost("release", delivery)
+            try:
+                self._broker.requeue(handle)
+            except Exception as exc:
+                self._hand_back(delivery, exc)
+            else:
+                self._broker.forget(handle)
 
-    def _hand_back(self, delivery: Delivery, exc: TransportError) -> None:
+    def _hand_back(self, delivery: Delivery, exc: BaseException) -> None:
+        """Close the channel holding ``delivery`` (or, failing that, its connection)."""
         handle: Handle = delivery.handle
         stream, session = handle.stream, handle.stream.session
-        with session.lock:
-            logger.warning(
-                "could not release message %s on %s (%s); closing its channel so that the "
-                "broker takes it back, with the other %d message(s) unsettled on it",
-                delivery.message_id,
-                delivery.topic,
-                clip(str(exc)),
-                max(0, len(stream.outstanding) - 1),
-            )
-            if session.streams.get(stream.topic) is stream:
-                del session.streams[stream.topic]
-            stream.alive = False
-            stream.buffer.clear()
-            stream.outstanding.clear()
-            try:
+        logger.warning(
+            "could not release message %s on %s (%s); closing its channel so that the broker "
+            "takes it back, with the other %d message(s) unsettled on it",
+            delivery.message_id,
+            delivery.topic,
+            self._errors.detail(exc),
+            max(0, len(stream.outstanding) - 1),
+        )
+        if session.streams.get(stream.topic) is stream:
+            del session.streams[stream.topic]
+        stream.alive = False
+        stream.buffer.clear()
+        stream.outstanding.clear()
+        try:
+            with bounded(session.connection, CLOSE_TIMEOUT):
                 self._broker.close_stream(stream)
-            except Exception:
-                session.drop_consumers()
+        except Exception:
+            session.drop_consumers()
 
     def extend_lease(self, delivery: Delivery, lease: float) -> None:
         if not self.capabilities.lease_extension:

@@ -4,9 +4,7 @@ same behaviour on every broker (routing, ack, retries, dead letters, quarantine,
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
 import pathlib
 import pickle
 import subprocess
@@ -16,12 +14,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kombu_helpers import (
+    LOG,
+    METRICS,
+    body,
+    named,
+    receive_one,
+    require_rabbitmqctl,
+    unacked,
+    wait_for,
+)
 
 import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, create_engine, engine_from_settings
 from balog.engines.kombu import KombuEngine
-from balog.events import decode, encode, new_event
+from balog.events import decode
 from balog.exceptions import (
     AuthenticationError,
     LeaseExpired,
@@ -29,30 +37,11 @@ from balog.exceptions import (
     SendError,
     TransportConnectionError,
 )
-from balog.transports.base import ATTEMPTS_HEADER, REASON_HEADER
 from balog.transports.kombu import KombuTransport
 
 kombu = pytest.importorskip("kombu")
 
-METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 1}]}
-LOG = {"cls_type": "log", "severity": "info", "message": "hello"}
 CANARY = "CanaryPassw0rd-9f3e"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def body(payload: dict[str, Any], schema: str | None = None, ident: str | None = None) -> bytes:
-    event = new_event("app.done", payload, id=ident)
-    if schema is not None:
-        event["schema"] = schema
-    return encode(event)
 
 
 class Operator:
@@ -198,12 +187,12 @@ def test_nack_with_delay_is_native_on_amqp_and_at_once_elsewhere(
     delay=False and requeue at once, counted, leaving the wait to the engine."""
     with KombuTransport(broker_url) as transport:
         transport.send(topic, [body(LOG, ident="later")])
-        [first] = _receive_one(transport, topic)
+        [first] = receive_one(transport, topic)
         nacked_at = time.monotonic()
         transport.nack(first, delay=0.6)
         if transport.capabilities.delay:
             assert transport.receive(topic, wait=0.2) == []
-        [again] = _receive_one(transport, topic)
+        [again] = receive_one(transport, topic)
         waited = time.monotonic() - nacked_at
         transport.ack(again)
         transport.close_thread()
@@ -341,13 +330,6 @@ def test_stop_returns_prefetched_messages(broker_url: str, topic: str, recorder:
         assert engine.transport.dead_letters(topic) == []
 
 
-def named(url: str, name: str) -> dict[str, Any]:
-    """Transport options that name every connection, so a test can cut only its own."""
-    if url.startswith("amqp"):
-        return {"client_properties": {"connection_name": name}}
-    return {"client_name": name}
-
-
 def kill_connections(url: str, name: str) -> int:
     """Close, from the server side, every client connection named ``name``; return how many."""
     if url.startswith("amqp"):
@@ -419,29 +401,6 @@ def test_server_side_disconnect_mid_stream_loses_nothing(
             transport.delete(topic)
 
 
-def require_rabbitmqctl() -> None:
-    """Skip (outside CI) or fail (under CI) when rabbitmqctl cannot reach the broker."""
-    if _rabbitmqctl_works():
-        return
-    message = "rabbitmqctl cannot reach the broker"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run every backend test)")
-    pytest.skip(message)
-
-
-@functools.cache
-def _rabbitmqctl_works() -> bool:
-    try:
-        done = subprocess.run(
-            ["rabbitmqctl", "status"], capture_output=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        if os.environ.get("CI"):
-            raise
-        return False
-    return done.returncode == 0
-
-
 def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
     redis_url: str, unique_name: str, recorder: Recorder
 ) -> None:
@@ -459,36 +418,6 @@ def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
     finally:
         with KombuTransport(redis_url) as transport:
             transport.delete(unique_name)
-
-
-def _unacked(url: str, topic: str, prefix: str) -> int:
-    if url.startswith("amqp"):
-        listed = subprocess.run(
-            [
-                "rabbitmqctl",
-                "list_queues",
-                "-q",
-                "--no-table-headers",
-                "name",
-                "messages_unacknowledged",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        for line in listed.stdout.splitlines():
-            name, _, count = line.partition("\t")
-            if name == topic:
-                return int(count)
-        return -1
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.zcard(prefix + "unacked_index"))
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
@@ -513,9 +442,9 @@ def test_an_ack_has_reached_the_broker_when_it_returns(
                 got += transport.receive(unique_name, max_messages=3, wait=0.5)
             assert len(got) == 3
             transport.ack(got[0])
-            assert _unacked(url, unique_name, prefix) == 2
-            assert [None, None] == transport.ack_many(got[1:])
-            assert _unacked(url, unique_name, prefix) == 0
+            assert unacked(url, unique_name, prefix) == 2
+            assert transport.ack_many(got[1:]) == [None, None]
+            assert unacked(url, unique_name, prefix) == 0
             transport.close_thread()
     finally:
         with KombuTransport(url, transport_options=options) as cleanup:
@@ -550,11 +479,11 @@ def test_late_ack_after_the_connection_went_raises_lease_expired(
     and the broker gives the message out again."""
     with KombuTransport(broker_url) as transport:
         transport.send(topic, [body(LOG, ident="orphan")])
-        [delivery] = _receive_one(transport, topic)
+        [delivery] = receive_one(transport, topic)
         transport.close_thread()  # the connection that received it ends: the message goes back
         with pytest.raises(LeaseExpired):
             transport.ack(delivery)
-        [again] = _receive_one(transport, topic)
+        [again] = receive_one(transport, topic)
         assert again.body == delivery.body
         transport.ack(again)
         transport.close_thread()
@@ -688,12 +617,3 @@ def test_password_never_appears_in_reprs_errors_or_logs(
         assert CANARY not in repr(error)
     assert CANARY not in caplog.text
     assert caplog.records  # the retries were logged, without the password
-
-
-def _receive_one(transport: KombuTransport, topic: str) -> list[Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        got = transport.receive(topic, wait=0.5)
-        if got:
-            return got
-    return []
