@@ -13,9 +13,11 @@ import balog
 from balog import get_logger
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, TransportEngine, create_engine
+from balog.engines._leases import LeaseKeeper
 from balog.engines.memory import MemoryEngine
 from balog.events import encode, new_event
 from balog.exceptions import ConfigurationError, ConsumerError, LeaseExpired
+from balog.transports.base import Delivery, Transport
 from balog.transports.memory import MemoryBroker, MemoryTransport, default_broker
 
 METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 1}]}
@@ -28,6 +30,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    assert wait_for(condition, timeout), f"condition did not hold within {timeout:g} s"
 
 
 class SeedOperator:
@@ -325,23 +331,60 @@ def test_backoff_grows_and_is_capped() -> None:
     assert all(9.0 <= jittered.delay(1) <= 11.0 for _ in range(50))
 
 
-def test_lease_keeper_renews_due_deliveries_and_restarts_their_clock() -> None:
-    """extend_due_leases renews a delivery tracked as due (as the SQS engine tracks processed
-    messages awaiting their batched delete) and leaves a fresh one alone."""
+class _RecordingTransport(MemoryTransport):
+    """A memory transport that records lease extensions and can hold one of them up."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.extended: list[str] = []
+        self.stuck: set[str] = set()
+        self.release_stuck = threading.Event()
+
+    def extend_lease(self, delivery: Delivery, lease: float) -> None:
+        if delivery.message_id in self.stuck:
+            self.release_stuck.wait(10)
+        self.extended.append(delivery.message_id)
+        super().extend_lease(delivery, lease)
+
+
+def test_lease_keeper_renews_half_gone_leases_only() -> None:
+    """The lease keeper extends a held delivery once half its lease has gone, leaves a fresh one
+    alone, and never renews one that was settled (dropped)."""
     broker = MemoryBroker()
-    MemoryTransport(broker).send("t", [body(), body()])
-    engine = MemoryEngine(ConsumerHub([Consumer(lambda e: None, "t")]), broker=broker, lease=10)
-    due, fresh = engine.transport.receive("t", max_messages=2, wait=0, lease=10)
-    long_ago = time.monotonic() - 60
-    engine._track(due, since=long_ago)
-    engine._track(fresh)
-    fresh_since = engine._in_flight[id(fresh)][1]
-    engine.extend_due_leases()
-    assert engine._in_flight[id(due)][1] > long_ago
-    assert engine._in_flight[id(fresh)][1] == fresh_since
-    engine.transport.ack(due)
-    engine.transport.ack(fresh)
-    assert broker.size("t") == 0
+    transport = _RecordingTransport(broker)
+    transport.send("t", [body(), body(), body()])
+    due, fresh, settled = transport.receive("t", max_messages=3, wait=0, lease=10)
+    due.received_at -= 6
+    settled.received_at -= 6
+    keeper = LeaseKeeper(transport, lease=10)
+    keeper.hold([due, fresh, settled])
+    keeper.drop(settled)
+    assert keeper.renew_due() == 1
+    wait_until(lambda: transport.extended == [due.message_id])
+    assert keeper.renew_due() == 0  # renewed: its clock starts again
+    keeper.stop()
+
+
+def test_lease_keeper_extensions_do_not_hold_each_other_up() -> None:
+    """One extension that hangs (an SQS call waiting out its timeout) does not delay the
+    extension of the other held deliveries."""
+    broker = MemoryBroker()
+    transport = _RecordingTransport(broker)
+    transport.send("t", [body(), body()])
+    slow, other = transport.receive("t", max_messages=2, wait=0, lease=10)
+    transport.stuck.add(slow.message_id)
+    for delivery in (slow, other):
+        delivery.received_at -= 6
+    keeper = LeaseKeeper(transport, lease=10)
+    keeper.hold([slow, other])
+    try:
+        assert keeper.renew_due() == 2
+        wait_until(lambda: transport.extended == [other.message_id])
+        assert keeper.renew_due() == 0  # the stuck one is not extended twice at once
+    finally:
+        transport.release_stuck.set()
+    wait_until(lambda: sorted(transport.extended) == sorted([slow.message_id, other.message_id]))
+    keeper.stop()
 
 
 def test_ack_many_default_reports_each_outcome() -> None:
@@ -351,7 +394,7 @@ def test_ack_many_default_reports_each_outcome() -> None:
     transport.send("t", [body(), body()])
     first, second = transport.receive("t", max_messages=2, wait=0)
     transport.ack(second)  # its receipt is now stale
-    outcomes = transport.ack_many([first, second])
+    outcomes = Transport.ack_many(transport, [first, second])
     assert outcomes[0] is None
     assert isinstance(outcomes[1], LeaseExpired)
     assert broker.size("t") == 0

@@ -7,7 +7,6 @@ it runs on the generic :class:`~balog.engines.base.TransportEngine`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,8 +47,10 @@ def create_engine(
 ) -> Engine:
     """Build the engine registered as ``engine`` for ``hub``, or return an engine instance.
 
-    When ``engine`` names only a transport, the transport is built from the options that
-    :class:`~balog.engines.base.TransportEngine` does not take, and run on that engine.
+    When ``engine`` names only a transport, it runs on
+    :class:`~balog.engines.base.TransportEngine`, which takes its own options by name and passes
+    the transport's to it; an option neither takes is a
+    :class:`~balog.exceptions.ConfigurationError` naming the nearest valid one.
     """
     if isinstance(engine, Engine):
         if options or hub is not None:
@@ -66,16 +67,9 @@ def create_engine(
         )
     if _plugins.entry_point(_plugins.TRANSPORTS, engine) is None:
         raise PluginNotFound(_plugins.ENGINES, engine, available())
-    accepted = set(inspect.signature(TransportEngine).parameters)
-    engine_options = {k: v for k, v in options.items() if k in accepted}
-    transport_options = {k: v for k, v in options.items() if k not in accepted}
-    return TransportEngine(
-        hub,
-        consumer_operator,
-        transport=engine,
-        transport_options=transport_options,
-        **engine_options,
-    )
+    # Only a transport by that name: the generic engine, which tells its own options from the
+    # transport's by name and refuses any that neither takes.
+    return TransportEngine(hub, consumer_operator, transport=engine, **options)
 
 
 def engine_from_settings(

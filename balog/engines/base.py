@@ -1,44 +1,50 @@
-"""The engine contract, and the one message pipeline every transport-backed engine shares.
+"""The engine contract, and :class:`TransportEngine`: the one engine every backend runs on.
 
-:class:`Engine` is what a backend must provide: :meth:`~Engine.run` and :meth:`~Engine.stop`.
-:class:`TransportEngine` implements both over any :class:`~balog.transports.base.Transport`, so a
-package that ships only a transport gets a working engine. For each message it runs::
+:class:`Engine` is what a backend must provide: :meth:`~Engine.run` and :meth:`~Engine.stop`
+(and :meth:`~Engine.serve` for applications that run an event loop, which by default runs
+:meth:`~Engine.run` in a thread). :class:`TransportEngine` implements them over any
+:class:`~balog.transports.base.Transport`, so a package that ships only a transport gets a working
+engine; every built-in engine is a *named configuration* of it (the transport class it builds,
+and a few defaults), never a fork of its pipeline.
 
-    decode -> validate -> route -> operator.process_event(consumer, event) for each match -> ack
+Inside, three parts keep their own state:
 
-- undecodable or invalid body: dead-lettered at once, with the error as the reason;
-- a consumer raised: nacked with a backoff delay growing with the receive count; dead-lettered with
-  the reason once ``max_attempts`` receives have failed;
-- no consumer matched: acked, and handed to ``default_event_handler`` if one is set.
+- the **pipeline** (``_pipeline.py``): decode, validate, upcast, route, call the consumers
+  through the operator (awaiting async ones), and decide an outcome;
+- the **settler** (``_settler.py``): the one path by which an outcome reaches the transport (ack,
+  batched through ``ack_many`` where the transport has a batch call; nack with a delay; dead
+  letter with the reason), counting each outcome once done;
+- the **lease keeper** (``_leases.py``): every delivery the engine holds, running or waiting,
+  keeps its lease until it is settled, through :meth:`~Engine.stop` too.
 
-No exception ends a worker thread. While a consumer runs, a lease keeper extends the delivery's
-lease before it runs out (where the transport can), so long work is not redelivered elsewhere.
+The workers that drive them, one or more threads per topic, are in ``_runner.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import logging
+import math
 import random
 import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from types import FrameType
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from types import FrameType, MappingProxyType, TracebackType
+from typing import Any, ClassVar
 
-from balog._text import clip
+from balog import _plugins
+from balog._options import unknown_option
 from balog.consumers import Consumer, ConsumerHub, ConsumerOperator, DefaultConsumerOperator
-from balog.events import DEFAULT_MAX_DEPTH, EventDict, SchemaRegistry, decode
-from balog.exceptions import (
-    ConfigurationError,
-    ConsumerError,
-    EventError,
-    LeaseExpired,
-    TransportError,
-)
-from balog.transports.base import Delivery, Transport
+from balog.engines._leases import LeaseKeeper
+from balog.engines._pipeline import Pipeline, describe
+from balog.engines._settler import Counts
+from balog.events import DEFAULT_MAX_DEPTH, EventDict, SchemaRegistry
+from balog.exceptions import BalogError, ConfigurationError, ConsumerError, TransportError
+from balog.transports.base import Transport
 
 __all__ = ["Backoff", "Engine", "EngineStats", "TransportEngine"]
 
@@ -46,8 +52,8 @@ logger = logging.getLogger("balog.engine")
 
 DefaultEventHandler = Callable[[EventDict], Any]
 
-_Pending = list[tuple[Delivery, str, float]]
-"""Deliveries processed but not yet acked: (delivery, outcome, when settled)."""
+_DEFAULT: Any = object()
+"""Marks an option the caller did not give (``None`` can be a value of its own)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +78,23 @@ class Backoff:
 
 @dataclasses.dataclass
 class EngineStats:
-    """Counts per topic since the engine was built. Read with :meth:`Engine.stats`."""
+    """Counts per topic since the engine was built. Read with :meth:`TransportEngine.stats`.
+
+    ``received`` deliveries taken from the transport; of those, ``processed`` (every matching
+    consumer returned, acked), ``unrouted`` (no consumer matched, acked), ``retried`` (a consumer
+    raised, given back with a delay) and ``dead_lettered`` (of which ``refused``: the transport
+    could not hand them over as a body). ``errors`` counts transport calls that failed (the
+    message then comes back by itself), ``restarts`` workers restarted after a crash.
+    """
 
     received: int = 0
     processed: int = 0
     retried: int = 0
     dead_lettered: int = 0
     unrouted: int = 0
+    refused: int = 0
     errors: int = 0
+    restarts: int = 0
 
 
 class Engine(ABC):
@@ -97,11 +112,31 @@ class Engine(ABC):
 
     @abstractmethod
     def run(self) -> None:
-        """Process events until :meth:`stop`, SIGTERM or Ctrl-C; return once in-flight work ends."""
+        """Process events until :meth:`stop`, SIGTERM or Ctrl-C; return once in-flight work ends.
+
+        Raises a fatal :class:`~balog.exceptions.BalogError` (one whose class has ``fatal``
+        set) when the backend refuses what retrying cannot fix.
+        """
 
     @abstractmethod
     def stop(self) -> None:
-        """Ask :meth:`run` to return. Thread-safe; returns at once, without waiting."""
+        """Ask :meth:`run` to return. Thread-safe; returns at once, without waiting. A stop that
+        arrives before :meth:`run` starts makes that run return at once."""
+
+    async def serve(self) -> None:
+        """Run inside an application's event loop until :meth:`stop` or cancellation.
+
+        The default runs :meth:`run` in a thread; :class:`TransportEngine` also runs async
+        consumers on the caller's loop.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, self.run)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self.stop()
+            await future
+            raise
 
     def close(self) -> None:
         """Release the engine's resources. Idempotent."""
@@ -112,92 +147,253 @@ class Engine(ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Engine:
+        """``async with engine:`` serves in the background for the block's duration."""
+        self._serving = asyncio.get_running_loop().create_task(self.serve())
+        await asyncio.sleep(0)
+        return self
 
-class _Outcome:
-    ACKED = "processed"
-    RETRIED = "retried"
-    DEAD_LETTERED = "dead_lettered"
-    UNROUTED = "unrouted"
-    RELEASED = "released"
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task: asyncio.Task[None] | None = getattr(self, "_serving", None)
+        self.stop()
+        try:
+            if task is not None:
+                await task
+        finally:
+            self.close()
+
+
+def _number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
+    """``value`` checked to be a number (an int where ``integer``) of at least ``minimum``."""
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if not ok or (isinstance(value, float) and math.isnan(value)):
+        raise ConfigurationError(f"{name} must be {kind}, not {value!r}")
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum:g}, not {value!r}")
+    return value
+
+
+def _parameters(factory: Any) -> tuple[set[str], bool]:
+    """The keyword names ``factory`` takes, and whether it takes any (``**kwargs``)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return set(), True
+    names = {
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    anything = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    return names, anything
 
 
 class TransportEngine(Engine):
-    """An engine over any transport: one or more polling workers per topic.
+    """An engine over any transport: one or more workers per topic, one pipeline.
 
-    ``transport`` is a :class:`~balog.transports.base.Transport` or a transport name (built with
-    ``transport_options``); the engine closes a transport it built, never one it was given.
+    ``transport`` is a :class:`~balog.transports.base.Transport`, or a transport name built with
+    ``transport_options`` and the keyword options the engine does not take itself; a named
+    engine (``SQSEngine``, ``KombuEngine``, ...) builds its :attr:`transport_class` from them. The
+    engine closes a transport it built, never one it was given. An option neither the engine nor
+    the transport takes is a :class:`~balog.exceptions.ConfigurationError` naming the nearest
+    valid one; ``lease`` goes to both.
 
-    Options: ``max_attempts`` receives before a failing message is dead-lettered; ``backoff`` the
-    retry delays; ``batch_size`` messages per receive; ``wait`` seconds a receive may wait (also
-    how long :meth:`stop` may take to be noticed); ``lease`` seconds each delivery is leased for;
-    ``concurrency`` worker threads per topic; ``default_event_handler`` called with events no
-    consumer matched; ``max_event_size``/``max_depth`` limits on bodies; ``registry`` the payload
-    schemas; ``handle_signals`` install SIGTERM/SIGINT handlers in :meth:`run` (main thread only);
-    ``ack_delay`` ack the processed messages of a received batch together with
-    :meth:`~balog.transports.base.Transport.ack_many`, at the latest this many seconds after the
-    first of them (``None``: ack each at once). Until their ack goes out they stay leased and the
-    lease keeper renews them, so a crash can repeat them but never lose them.
+    Options: ``max_attempts`` receives before a failing message is dead-lettered (default 5);
+    ``backoff`` the retry delays; ``batch_size`` messages per receive (10); ``wait`` seconds a
+    receive may wait (1); ``lease`` seconds each delivery is leased for (30), kept while the
+    engine holds it; ``concurrency`` worker threads per topic (1); ``max_in_flight`` events of a
+    topic processed at once by each worker (1: one after another; more: async consumers run
+    together on the worker's event loop, sync ones on a pool of that many threads);
+    ``default_event_handler`` called with events no consumer matched; ``max_event_size`` /
+    ``max_depth`` limits on bodies; ``registry`` the payload schemas; ``handle_signals`` install
+    SIGTERM/SIGINT handlers in :meth:`run` (main thread only); ``ack_delay`` ack processed
+    messages together with :meth:`~balog.transports.base.Transport.ack_many`, at the latest this
+    many seconds after the first (default: a quarter of the lease, at most 1 s, where the
+    transport declares ``batch_ack``; ``None``: each at once); ``startup_timeout`` seconds
+    :meth:`run` may spend retrying a backend it cannot reach before it raises (10).
     """
+
+    transport_class: ClassVar[type[Transport] | None] = None
+    """The transport a named engine builds from its keyword options."""
+
+    defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    """Engine option defaults of a named engine; the caller's options win, and these win over
+    the transport's :attr:`~balog.transports.base.Transport.engine_defaults`."""
 
     def __init__(
         self,
         hub: ConsumerHub,
         consumer_operator: ConsumerOperator | None = None,
         *,
-        transport: Transport | str = "memory",
+        transport: Transport | str | None = None,
         transport_options: Mapping[str, Any] | None = None,
-        max_attempts: int = 5,
-        backoff: Backoff | None = None,
-        batch_size: int = 10,
-        wait: float = 1.0,
-        lease: float = 30.0,
-        concurrency: int = 1,
+        max_attempts: int = _DEFAULT,
+        backoff: Backoff | None = _DEFAULT,
+        batch_size: int = _DEFAULT,
+        wait: float = _DEFAULT,
+        lease: float = _DEFAULT,
+        concurrency: int = _DEFAULT,
+        max_in_flight: int = _DEFAULT,
         default_event_handler: DefaultEventHandler | None = None,
         max_event_size: int | None = None,
         max_depth: int = DEFAULT_MAX_DEPTH,
         registry: SchemaRegistry | None = None,
         handle_signals: bool = True,
-        ack_delay: float | None = None,
+        ack_delay: float | None = _DEFAULT,
+        startup_timeout: float = _DEFAULT,
+        **transport_kwargs: Any,
     ) -> None:
         super().__init__(hub, consumer_operator)
-        if max_attempts < 1:
-            raise ConfigurationError("max_attempts must be at least 1")
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
-        if batch_size < 1:
-            raise ConfigurationError("batch_size must be at least 1")
-        if isinstance(transport, Transport):
-            if transport_options:
-                raise ConfigurationError("transport_options need a transport name, not an instance")
-            self.transport = transport
-            self._owns_transport = False
-        else:
-            from balog.transports import create_transport
+        given = {
+            "max_attempts": max_attempts,
+            "backoff": backoff,
+            "batch_size": batch_size,
+            "wait": wait,
+            "lease": lease,
+            "concurrency": concurrency,
+            "max_in_flight": max_in_flight,
+            "ack_delay": ack_delay,
+            "startup_timeout": startup_timeout,
+        }
+        if lease is _DEFAULT:
+            lease = self.defaults.get("lease", 30.0)
+        self.lease = float(_number("lease", lease, minimum=0))
+        self.transport, self._owns_transport = self._build_transport(
+            transport, transport_options, transport_kwargs
+        )
+        caps = self.transport.capabilities
 
-            self.transport = create_transport(transport, **dict(transport_options or {}))
-            self._owns_transport = True
-        self.max_attempts = max_attempts
-        self.backoff = backoff or Backoff()
-        self.batch_size = batch_size
-        self.wait = wait
-        self.lease = lease
-        self.concurrency = concurrency
+        def option(name: str, fallback: Any) -> Any:
+            value = given[name]
+            if value is not _DEFAULT:
+                return value
+            if name in self.defaults:
+                return self.defaults[name]
+            return self.transport.engine_defaults.get(name, fallback)
+
+        self.max_attempts = _number(
+            "max_attempts", option("max_attempts", 5), minimum=1, integer=True
+        )
+        self.backoff = option("backoff", None) or Backoff()
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigurationError(f"backoff must be a Backoff, not {self.backoff!r}")
+        self.batch_size = _number("batch_size", option("batch_size", 10), minimum=1, integer=True)
+        if caps.max_batch is not None and self.batch_size > caps.max_batch:
+            raise ConfigurationError(
+                f"batch_size must be at most {caps.max_batch} on {self.transport!r}"
+            )
+        self.wait = float(_number("wait", option("wait", 1.0), minimum=0))
+        if caps.max_wait is not None and self.wait > caps.max_wait:
+            raise ConfigurationError(
+                f"wait must be at most {caps.max_wait:g} seconds on {self.transport!r}"
+            )
+        self.concurrency = _number("concurrency", option("concurrency", 1), minimum=1, integer=True)
+        self.max_in_flight = _number(
+            "max_in_flight", option("max_in_flight", 1), minimum=1, integer=True
+        )
+        delay = option("ack_delay", _DEFAULT)
+        if delay is _DEFAULT:
+            delay = min(1.0, self.lease / 4) if caps.batch_ack else None
+        self.ack_delay: float | None = (
+            None if delay is None else float(_number("ack_delay", delay, minimum=0))
+        )
+        self.startup_timeout = float(
+            _number("startup_timeout", option("startup_timeout", 10.0), minimum=0)
+        )
+        if default_event_handler is not None and not callable(default_event_handler):
+            raise ConfigurationError("default_event_handler must be callable")
         self.default_event_handler = default_event_handler
-        limit = self.transport.capabilities.max_body_size
-        self.max_event_size = max_event_size or limit or 256 * 1024
-        self.max_depth = max_depth
+        limit = caps.max_body_size
+        self.max_event_size = _number(
+            "max_event_size", max_event_size or limit or 256 * 1024, minimum=1, integer=True
+        )
+        self.max_depth = _number("max_depth", max_depth, minimum=1, integer=True)
         self.registry = registry
         self.handle_signals = handle_signals
-        self.ack_delay = None if ack_delay is None else max(0.0, ack_delay)
-        self._batch = threading.local()  # .pending: this worker's settled-but-unacked deliveries
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._stats: dict[str, EngineStats] = {}
-        # In-flight deliveries by id(): [delivery, monotonic time of the last lease renewal].
-        # Workers add and remove entries without a lock (single dict operations are atomic);
-        # the lease keeper reads a copy and renews an entry in place.
-        self._in_flight: dict[int, list[Any]] = {}
+        self._counts: dict[str, list[Counts]] = {}
+        self._drain_counts: dict[str, Counts] = {}
+        self._keeper = LeaseKeeper(self.transport, lease=self.lease)
+        self._fatal_error: BaseException | None = None
+        self._handler_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The options the engine itself takes (every other keyword is the transport's)."""
+        names, _ = _parameters(TransportEngine.__init__)
+        return frozenset(names - {"self", "hub", "consumer_operator"})
+
+    def _build_transport(
+        self,
+        transport: Transport | str | None,
+        transport_options: Mapping[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[Transport, bool]:
+        what = f"engine {type(self).__name__}"
+        cls = self.transport_class
+        if isinstance(transport, Transport):
+            if cls is not None and not isinstance(transport, cls):
+                raise ConfigurationError(f"{what} runs on a {cls.__name__}, not {transport!r}")
+            if kwargs or transport_options:
+                name = next(iter(kwargs or transport_options or {}))
+                raise unknown_option(
+                    f"{what} given a transport instance", name, self.option_names()
+                )
+            return transport, False
+        options = dict(kwargs)
+        if cls is not None:
+            if transport is not None:
+                names, _ = _parameters(cls)
+                shown = ", ".join(f"{n}=" for n in sorted(names - {"self"}))
+                raise ConfigurationError(
+                    f"{what} builds its own {cls.__name__}: give its options ({shown}), "
+                    "not transport="
+                )
+            if transport_options is not None:
+                options["transport_options"] = transport_options
+            factory: Any = cls
+        else:
+            if transport is None:
+                transport = "memory"
+            if not isinstance(transport, str):
+                raise ConfigurationError(
+                    f"transport must be a name or a Transport, not {transport!r}"
+                )
+            what = f"transport {transport!r}"
+            factory = _plugins.load(_plugins.TRANSPORTS, transport)
+            overlap = set(options) & set(transport_options or {})
+            if overlap:
+                raise ConfigurationError(
+                    f"option {sorted(overlap)[0]!r} given twice, in transport_options and as a "
+                    "keyword"
+                )
+            options.update(transport_options or {})
+        names, anything = _parameters(factory)
+        if not anything:
+            for name in options:
+                if name not in names:
+                    raise unknown_option(what, name, names | self.option_names())
+        if "lease" in names and "lease" not in options:
+            options["lease"] = self.lease  # the engine's lease reaches the transport
+        try:
+            built = factory(**options)
+        except TypeError as exc:
+            if "unexpected keyword argument" in str(exc) or "required" in str(exc):
+                raise ConfigurationError(f"bad options for {what}: {exc}") from exc
+            raise
+        if not isinstance(built, Transport):
+            raise ConfigurationError(f"{what} did not build a Transport")
+        return built, True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(transport={self.transport!r}, hub={self.hub!r})"
@@ -211,330 +407,175 @@ class TransportEngine(Engine):
     def stats(self) -> dict[str, EngineStats]:
         """A snapshot of the counts per topic."""
         with self._lock:
-            return {t: dataclasses.replace(s) for t, s in self._stats.items()}
+            slots = {topic: list(counts) for topic, counts in self._counts.items()}
+        out: dict[str, EngineStats] = {}
+        for topic, counts in slots.items():
+            total = EngineStats()
+            for c in counts:
+                for field in dataclasses.fields(EngineStats):
+                    name = field.name
+                    setattr(total, name, getattr(total, name) + getattr(c, name))
+            out[topic] = total
+        return out
 
-    def _count(self, topic: str, field: str) -> None:
-        stats = self._stats.get(topic) or self._topic_stats(topic)
+    def _new_counts(self, topic: str) -> Counts:
+        counts = Counts()
         with self._lock:
-            setattr(stats, field, getattr(stats, field) + 1)
+            self._counts.setdefault(topic, []).append(counts)
+        return counts
 
-    def _topic_stats(self, topic: str) -> EngineStats:
-        with self._lock:
-            stats = self._stats.get(topic)
-            if stats is None:
-                stats = self._stats[topic] = EngineStats()
-            return stats
+    def _drained(self, topic: str) -> Counts:
+        """The counts every :meth:`drain` call adds to for ``topic``."""
+        counts = self._drain_counts.get(topic)
+        if counts is None:
+            counts = self._drain_counts[topic] = self._new_counts(topic)
+        return counts
 
-    # -- the pipeline -------------------------------------------------------------------------
-
-    def handle(
-        self,
-        delivery: Delivery,
-        consumers: list[Consumer],
-        errors: list[BaseException] | None = None,
-    ) -> str:
-        """Run one delivery through the pipeline and settle it; return the outcome's name.
-
-        Never raises. When ``errors`` is given, a consumer's exception is appended to it.
-        """
-        topic = delivery.topic
-        stats = self._stats.get(topic) or self._topic_stats(topic)
-        with self._lock:
-            stats.received += 1
-        try:
-            event = decode(
-                delivery.body,
-                max_size=self.max_event_size,
-                max_depth=self.max_depth,
-                registry=self.registry,
-            )
-        except EventError as exc:
-            return self._dead_letter(delivery, f"invalid event: {type(exc).__name__}: {exc}")
-        except Exception as exc:  # a decoder bug must not lose the message either
-            logger.exception("unexpected error decoding message %s", delivery.message_id)
-            return self._dead_letter(delivery, f"undecodable: {type(exc).__name__}: {exc}")
-        matched = [c for c in consumers if c.match_event(event)]
-        if not matched:
-            if self.default_event_handler is not None:
-                try:
-                    self.default_event_handler(event)
-                except Exception:
-                    logger.exception("default_event_handler raised for %s", delivery.message_id)
-            return self._settle(delivery, _Outcome.UNROUTED)
-        self._track(delivery)
-        try:
-            for consumer in matched:
-                try:
-                    self.consumer_operator.process_event(consumer, event)
-                except Exception as exc:
-                    if errors is not None:
-                        errors.append(exc)
-                    return self._failed(delivery, consumer, exc)
-        finally:
-            self._untrack(delivery)
-        return self._settle(delivery, _Outcome.ACKED)
-
-    def _settle(self, delivery: Delivery, outcome: str) -> str:
-        pending: _Pending | None = getattr(self._batch, "pending", None)
-        if pending is not None:
-            pending.append((delivery, outcome, time.monotonic()))
-            # Until its ack goes out the message stays leased: have the keeper renew it at its
-            # next round, as its last renewal is not known here.
-            if delivery.lease is not None:
-                self._track(delivery, since=time.monotonic() - delivery.lease / 2)
-            return outcome
-        try:
-            self.transport.ack(delivery)
-        except LeaseExpired:
-            logger.warning(
-                "message %s on %s was processed after its lease was lost; it may be processed "
-                "again",
-                delivery.message_id,
-                delivery.topic,
-            )
-        except Exception as exc:
-            logger.warning(
-                "ack of message %s on %s failed (%s); it will be delivered again",
-                delivery.message_id,
-                delivery.topic,
-                clip(f"{type(exc).__name__}: {exc}"),
-            )
-            self._count(delivery.topic, "errors")
-            return outcome
-        self._count(delivery.topic, outcome)
-        return outcome
-
-    def _failed(self, delivery: Delivery, consumer: Consumer, exc: Exception) -> str:
-        # 900, not 1000: the dead-letter reason appends the attempts, and is clipped to 1000.
-        reason = clip(f"consumer {consumer.name} raised {type(exc).__name__}: {exc}", 900)
-        attempts = delivery.receive_count
-        if attempts >= self.max_attempts:
-            return self._dead_letter(delivery, f"{reason} (after {attempts} attempts)")
-        logger.warning(
-            "message %s on %s failed (attempt %d of %d): %s",
-            delivery.message_id,
-            delivery.topic,
-            attempts,
-            self.max_attempts,
-            reason,
-            exc_info=exc,
+    def _pipeline(self) -> Pipeline:
+        return Pipeline(
+            self.consumer_operator,
+            max_attempts=self.max_attempts,
+            backoff=self.backoff.delay,
+            max_event_size=self.max_event_size,
+            max_depth=self.max_depth,
+            registry=self.registry,
+            default_event_handler=self.default_event_handler,
+            receive_limit=self.transport.max_receive_count,
         )
-        try:
-            self.transport.nack(delivery, delay=self.backoff.delay(attempts))
-        except Exception as nack_exc:
-            # The lease runs out by itself and the message comes back; nothing is lost.
-            logger.warning(
-                "nack of message %s failed (%s); it comes back when its lease expires",
-                delivery.message_id,
-                clip(f"{type(nack_exc).__name__}: {nack_exc}"),
-            )
-            self._count(delivery.topic, "errors")
-        self._count(delivery.topic, _Outcome.RETRIED)
-        return _Outcome.RETRIED
-
-    def _dead_letter(self, delivery: Delivery, reason: str) -> str:
-        reason = clip(reason, 1000)
-        try:
-            self.transport.dead_letter(delivery, reason)
-        except Exception as exc:
-            logger.error(
-                "could not dead-letter message %s on %s (%s); it will be delivered again",
-                delivery.message_id,
-                delivery.topic,
-                clip(f"{type(exc).__name__}: {exc}"),
-            )
-            self._count(delivery.topic, "errors")
-            try:
-                self.transport.nack(delivery, delay=self.backoff.delay(delivery.receive_count))
-            except Exception:
-                pass  # the lease expiry brings it back
-            return _Outcome.RETRIED
-        logger.error(
-            "message %s on %s dead-lettered: %s", delivery.message_id, delivery.topic, reason
-        )
-        self._count(delivery.topic, _Outcome.DEAD_LETTERED)
-        return _Outcome.DEAD_LETTERED
-
-    # -- lease keeping ------------------------------------------------------------------------
-
-    def _track(self, delivery: Delivery, since: float | None = None) -> None:
-        """Keep ``delivery``'s lease extended until :meth:`_untrack`.
-
-        ``since`` is when its lease was last renewed (now, by default); a subclass that holds a
-        processed delivery before settling it passes an earlier time to have it renewed sooner.
-        """
-        if delivery.lease is not None and self.transport.capabilities.lease_extension:
-            self._in_flight[id(delivery)] = [delivery, time.monotonic() if since is None else since]
-
-    def _untrack(self, delivery: Delivery) -> None:
-        self._in_flight.pop(id(delivery), None)
-
-    def _keep_leases(self) -> None:
-        """Extend leases of deliveries being processed once half their lease has gone."""
-        interval = max(0.05, min(self.lease / 4, 5.0))
-        while not self._stopping.wait(interval):
-            self.extend_due_leases()
-        self.extend_due_leases()
-
-    def extend_due_leases(self) -> None:
-        now = time.monotonic()
-        due = [
-            (key, entry)
-            for key, entry in self._in_flight.copy().items()
-            if entry[0].lease is not None and now - entry[1] >= entry[0].lease / 2
-        ]
-        for _key, entry in due:
-            delivery: Delivery = entry[0]
-            try:
-                self.transport.extend_lease(delivery, delivery.lease or self.lease)
-            except Exception as exc:
-                logger.warning(
-                    "could not extend the lease of message %s (%s)",
-                    delivery.message_id,
-                    clip(f"{type(exc).__name__}: {exc}"),
-                )
-                continue
-            entry[1] = time.monotonic()
 
     # -- running ------------------------------------------------------------------------------
 
-    def _receive(self, topic: str, wait: float) -> list[Delivery]:
-        return self.transport.receive(
-            topic, max_messages=self.batch_size, wait=wait, lease=self.lease
-        )
-
-    def _release(self, deliveries: list[Delivery]) -> None:
-        for delivery in deliveries:
-            try:
-                self.transport.release(delivery)
-            except Exception as exc:
-                logger.warning(
-                    "could not release message %s (%s); it comes back when its lease expires",
-                    delivery.message_id,
-                    clip(f"{type(exc).__name__}: {exc}"),
-                )
-
-    def _process_batch(
-        self,
-        batch: list[Delivery],
-        consumers: list[Consumer],
-        errors: list[BaseException] | None = None,
-    ) -> int:
-        pending: _Pending | None = None
-        if self.ack_delay is not None:
-            pending = self._batch.pending = []
-        done = 0
-        try:
-            for i, delivery in enumerate(batch):
-                if self._stopping.is_set():
-                    self._release(batch[i:])
-                    break
-                self.handle(delivery, consumers, errors)
-                done += 1
-                if pending and time.monotonic() - pending[0][2] >= (self.ack_delay or 0.0):
-                    self._ack_pending(pending)
-        finally:
-            if pending is not None:
-                self._batch.pending = None
-                self._ack_pending(pending)
-        return done
-
-    def _ack_pending(self, pending: _Pending) -> None:
-        """Ack the deliveries settled so far in this batch, in one ``ack_many`` call."""
-        if not pending:
-            return
-        for delivery, _, _ in pending:
-            self._untrack(delivery)
-        outcomes = self.transport.ack_many([d for d, _, _ in pending])
-        for (delivery, outcome, _), error in zip(pending, outcomes, strict=True):
-            if error is None:
-                self._count(delivery.topic, outcome)
-            elif isinstance(error, LeaseExpired):
-                logger.warning(
-                    "message %s on %s was processed after its lease was lost; it may be "
-                    "processed again",
-                    delivery.message_id,
-                    delivery.topic,
-                )
-                self._count(delivery.topic, outcome)
-            else:
-                logger.warning(
-                    "ack of message %s on %s failed (%s); it will be delivered again",
-                    delivery.message_id,
-                    delivery.topic,
-                    clip(f"{type(error).__name__}: {error}"),
-                )
-                self._count(delivery.topic, "errors")
-        pending.clear()
-
-    def _worker(self, topic: str, consumers: list[Consumer]) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                batch = self._receive(topic, self.wait)
-            except Exception as exc:
-                failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
-                level = logging.WARNING if isinstance(exc, TransportError) else logging.ERROR
-                logger.log(
-                    level,
-                    "receive from %s failed (%s); retrying in %.1fs",
-                    topic,
-                    clip(f"{type(exc).__name__}: {exc}"),
-                    delay,
-                )
-                self._stopping.wait(delay)
-                continue
-            failures = 0
-            try:
-                self._process_batch(batch, consumers)
-            except Exception:  # handle() never raises; this guards against a bug all the same
-                logger.exception("worker for %s hit an unexpected error", topic)
-
-    def run(self) -> None:
-        routes = self.routes()
-        if not routes:
-            raise ConfigurationError("the hub has no consumers to run")
-        self._stopping.clear()
-        threads = [
-            threading.Thread(
-                target=self._worker,
-                args=(topic, consumers),
-                name=f"balog-worker-{topic}-{n}",
-                daemon=True,
-            )
-            for topic, consumers in routes.items()
-            for n in range(self.concurrency)
-        ]
-        if self.transport.capabilities.lease_extension:
-            threads.append(
-                threading.Thread(target=self._keep_leases, name="balog-lease-keeper", daemon=True)
-            )
-        restore = self._install_signal_handlers()
-        try:
-            for thread in threads:
-                thread.start()
-            logger.info("engine running on %d topic(s): %s", len(routes), ", ".join(routes))
-            while not self._stopping.wait(0.2):
-                pass
-        except KeyboardInterrupt:
-            self.stop()
-        finally:
-            for thread in threads:
-                thread.join()
-            restore()
-            logger.info("engine stopped")
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was asked and :meth:`run` has not yet returned."""
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
+    def _fatal(self, exc: BaseException) -> None:
+        """A fatal error met by a worker or the settler: keep the first, stop the engine."""
+        with self._lock:
+            if self._fatal_error is None:
+                self._fatal_error = exc
+                logger.error("stopping: %s", describe(exc))
+        self.stop()
+
+    def run(self) -> None:
+        self._run(self.handle_signals)
+
+    async def serve(self) -> None:
+        """Run inside the caller's event loop until :meth:`stop` or cancellation.
+
+        Transport calls run in the engine's worker threads, never on the loop; async consumers
+        run on the loop (so they can use what the application set up on it, a database pool
+        say), sync consumers in the worker threads. No signal handlers are installed: the
+        application owns them. Cancelling the task that awaits this stops the engine, lets
+        in-flight events finish, then re-raises the cancellation.
+        """
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def target() -> None:
+            try:
+                self._run(False)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_settle_future, finished, exc)
+            else:
+                loop.call_soon_threadsafe(_settle_future, finished, None)
+
+        self._handler_loop = loop
+        thread = threading.Thread(target=target, name="balog-engine", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(finished)
+        except asyncio.CancelledError:
+            self.stop()
+            await finished
+            raise
+        finally:
+            self._handler_loop = None
+
+    def _run(self, handle_signals: bool) -> None:
+        from balog.engines._runner import Worker
+
+        if self._stopping.is_set():
+            self._stopping.clear()  # a stop that came before the run: honoured, and used up
+            return
+        routes = self.routes()
+        if not routes:
+            raise ConfigurationError("the hub has no consumers to run")
+        with self._lock:
+            self._fatal_error = None
+        restore = self._install_signal_handlers() if handle_signals else _nothing
+        workers: list[Worker] = []
+        try:
+            self._verify(routes)
+            if not self._stopping.is_set():
+                self._keeper.start()
+                workers = [
+                    Worker(self, topic, consumers, index)
+                    for topic, consumers in routes.items()
+                    for index in range(self.concurrency)
+                ]
+                for worker in workers:
+                    worker.start()
+                logger.info("engine running on %d topic(s): %s", len(routes), ", ".join(routes))
+                while not self._stopping.wait(0.2):
+                    pass
+        except KeyboardInterrupt:
+            self.stop()
+        finally:
+            self.stop()
+            for worker in workers:
+                worker.join(self.wait)
+            self._keeper.stop()
+            restore()
+            self._stopping.clear()
+            if workers:
+                logger.info("engine stopped")
+        with self._lock:
+            fatal, self._fatal_error = self._fatal_error, None
+        if fatal is not None:
+            raise fatal
+
+    def _verify(self, topics: Iterable[str]) -> None:
+        """Check every topic at start-up; retry what may pass for ``startup_timeout`` seconds."""
+        deadline = time.monotonic() + self.startup_timeout
+        for topic in topics:
+            pause = 0.25
+            warned = False
+            while not self._stopping.is_set():
+                try:
+                    self.transport.verify(topic)
+                    break
+                except BalogError as exc:
+                    if exc.fatal:
+                        raise
+                    error: BaseException = exc
+                except Exception as exc:  # a transport that leaked its backend's error
+                    error = exc
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if isinstance(error, BalogError):
+                        raise error
+                    raise TransportError(
+                        f"{self.transport!r} could not be used for {topic!r}: {describe(error)}"
+                    ) from error
+                if not warned:
+                    logger.warning(
+                        "cannot use %s yet (%s); retrying for up to %.0f s",
+                        topic,
+                        describe(error),
+                        remaining,
+                    )
+                    warned = True
+                self._stopping.wait(min(pause, remaining))
+                pause = min(pause * 2, 2.0)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
+        if threading.current_thread() is not threading.main_thread():
+            return _nothing
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             logger.info("received signal %d; stopping after in-flight events", signum)
@@ -549,27 +590,39 @@ class TransportEngine(Engine):
         return restore
 
     def drain(self, *, raise_errors: bool = False, timeout: float | None = None) -> int:
-        """Process every message available now on every topic; return how many were handled.
+        """Process every message available now on every topic, in the calling thread; return
+        how many were handled.
 
         Messages delayed by a retry backoff are not "available now". With ``raise_errors``, the
         first exception a consumer raised is re-raised afterwards as
         :class:`~balog.exceptions.ConsumerError` (the message was still retried or
         dead-lettered as usual). ``timeout`` bounds the whole call.
         """
+        from balog.engines._runner import Worker
+
         deadline = None if timeout is None else time.monotonic() + timeout
         errors: list[BaseException] = []
+        workers = [
+            Worker(self, topic, consumers, 0, errors=errors, counts=self._drained(topic))
+            for topic, consumers in self.routes().items()
+        ]
         handled = 0
-        progress = True
-        while progress:
-            progress = False
-            for topic, consumers in self.routes().items():
-                batch = self._receive(topic, 0.0)
-                if batch:
-                    progress = True
-                    handled += self._process_batch(batch, consumers, errors)
-                if deadline is not None and time.monotonic() >= deadline:
-                    progress = False
-                    break
+        self._keeper.start()
+        try:
+            progress = True
+            while progress:
+                progress = False
+                for worker in workers:
+                    done = worker.drain_once()
+                    handled += done
+                    progress = progress or done > 0
+                    if deadline is not None and time.monotonic() >= deadline:
+                        progress = False
+                        break
+        finally:
+            for worker in workers:
+                worker.finish()
+            self._keeper.stop()
         if raise_errors and errors:
             raise ConsumerError(f"a consumer raised: {type(errors[0]).__name__}") from errors[0]
         return handled
@@ -581,3 +634,16 @@ class TransportEngine(Engine):
         self.stop()
         if self._owns_transport:
             self.transport.close()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _settle_future(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from balog.consumers import ConsumerHub, ConsumerOperator
@@ -17,28 +18,25 @@ class MemoryEngine(TransportEngine):
     Given no broker it uses :data:`~balog.transports.memory.default_broker`, which is also what a
     ``memory`` transport given none uses, so a producer configured with ``transport="memory"``
     reaches it. Retries are immediate by default (``backoff=Backoff(0)``) so that
-    :meth:`~balog.engines.base.TransportEngine.drain` settles every message in one call.
+    :meth:`~balog.engines.base.TransportEngine.drain` settles every message in one call, and an
+    idle receive waits 0.1 s.
     """
+
+    transport_class = MemoryTransport
+    defaults = MappingProxyType({"backoff": Backoff(base=0.0, jitter=0.0), "wait": 0.1})
 
     def __init__(
         self,
         hub: ConsumerHub,
         consumer_operator: ConsumerOperator | None = None,
         broker: MemoryBroker | None = None,
-        *,
-        backoff: Backoff | None = None,
-        wait: float = 0.1,
-        max_body_size: int | None = None,
         **options: Any,
     ) -> None:
-        limits = {} if max_body_size is None else {"max_body_size": max_body_size}
-        transport = MemoryTransport(broker, record=False, **limits)
-        super().__init__(
-            hub,
-            consumer_operator,
-            transport=transport,
-            backoff=backoff or Backoff(base=0.0, jitter=0.0),
-            wait=wait,
-            **options,
-        )
-        self.broker = transport.broker
+        options.setdefault("record", False)
+        super().__init__(hub, consumer_operator, broker=broker, **options)
+
+    @property
+    def broker(self) -> MemoryBroker:
+        """The broker the engine consumes from."""
+        assert isinstance(self.transport, MemoryTransport)
+        return self.transport.broker

@@ -7,8 +7,7 @@ from typing import Any
 
 from balog.consumers import ConsumerHub, ConsumerOperator
 from balog.engines.base import TransportEngine
-from balog.exceptions import ConfigurationError
-from balog.transports.sqlite import DEFAULT_MAX_BODY_SIZE, SQLiteTransport
+from balog.transports.sqlite import SQLiteTransport
 
 __all__ = ["SQLiteEngine"]
 
@@ -18,46 +17,23 @@ class SQLiteEngine(TransportEngine):
 
     ``path`` (or ``url="sqlite:///path"``) is the database file that producers write to; any
     number of engines in any number of processes on the machine may share it and split the work.
-    ``poll_interval``, ``max_poll_interval``, ``timeout``, ``retries``, ``synchronous`` and
-    ``max_body_size`` go to the transport, whose default lease is the engine's ``lease``; every
-    other option is the engine's (``max_attempts``, ``backoff``, ``concurrency``, ...).
+    Every other :class:`~balog.transports.sqlite.SQLiteTransport` option (``poll_interval``,
+    ``timeout``, ``synchronous``, ``max_body_size``, ...) goes to the transport, which also takes
+    the engine's ``lease``; the rest are the engine's (``max_attempts``, ``backoff``, ...).
     """
+
+    transport_class = SQLiteTransport
 
     def __init__(
         self,
         hub: ConsumerHub,
         consumer_operator: ConsumerOperator | None = None,
         path: str | os.PathLike[str] | None = None,
-        *,
-        url: str | None = None,
-        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-        poll_interval: float = 0.01,
-        max_poll_interval: float = 0.05,
-        timeout: float = 5.0,
-        retries: int = 5,
-        synchronous: str = "NORMAL",
-        lease: float = 30.0,
         **options: Any,
     ) -> None:
-        for name in ("transport", "transport_options"):
-            if name in options:
-                raise ConfigurationError(
-                    f"SQLiteEngine builds its own transport; give path= or url=, not {name}="
-                )
-        transport = SQLiteTransport(
-            path,
-            url=url,
-            lease=lease,
-            max_body_size=max_body_size,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            timeout=timeout,
-            retries=retries,
-            synchronous=synchronous,
-        )
-        super().__init__(hub, consumer_operator, transport=transport, lease=lease, **options)
-        # The engine built this transport, so it closes it too.
-        self._owns_transport = True
+        if path is not None:
+            options["path"] = path
+        super().__init__(hub, consumer_operator, **options)
 
     @property
     def path(self) -> str:

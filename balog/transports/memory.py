@@ -29,9 +29,6 @@ from collections.abc import Mapping, Sequence
 
 from balog.exceptions import LeaseExpired
 from balog.transports.base import (
-    ATTEMPTS_HEADER,
-    REASON_HEADER,
-    SOURCE_TOPIC_HEADER,
     Capabilities,
     DeadLetter,
     Delivery,
@@ -115,12 +112,8 @@ class MemoryBroker:
             q = self._queues.get(name)
             messages = [] if q is None else list(q.ready) + list(q.leased.values())
             return [
-                DeadLetter(
-                    topic=m.headers.get(SOURCE_TOPIC_HEADER, topic),
-                    body=m.body,
-                    reason=m.headers.get(REASON_HEADER, ""),
-                    receive_count=int(m.headers.get(ATTEMPTS_HEADER, "0") or 0),
-                    message_id=m.message_id,
+                DeadLetter.from_headers(
+                    m.headers, topic=topic, body=m.body, message_id=m.message_id
                 )
                 for m in messages
             ]
@@ -158,7 +151,10 @@ class MemoryBroker:
                 q.ready.append(_Message(str(next(self._ids)), bytes(body), dict(headers)))
             self._lock.notify_all()
 
-    def get(self, topic: str, max_messages: int, wait: float, lease: float) -> list[_Message]:
+    def get(
+        self, topic: str, max_messages: int, wait: float, lease: float
+    ) -> list[tuple[_Message, int]]:
+        """Lease up to ``max_messages`` of ``topic``: each message with its receipt."""
         deadline = time.monotonic() + max(wait, 0.0)
         with self._lock:
             q = self._queue(topic)
@@ -170,14 +166,16 @@ class MemoryBroker:
                 remaining = deadline - now
                 wakeup = self._next_wakeup(q, now)
                 self._lock.wait(remaining if wakeup is None else min(remaining, wakeup))
-            taken: list[_Message] = []
-            while q.ready and len(taken) < max_messages:
-                m = q.ready.popleft()
+            taken: list[tuple[_Message, int]] = []
+            ready, leased, receipts = q.ready, q.leased, self._receipts
+            visible_at = now + lease
+            while ready and len(taken) < max_messages:
+                m = ready.popleft()
                 m.receive_count += 1
-                m.receipt = next(self._receipts)
-                m.visible_at = now + lease
-                q.leased[m.receipt] = m
-                taken.append(dataclasses.replace(m, headers=dict(m.headers)))
+                m.receipt = receipt = next(receipts)
+                m.visible_at = visible_at
+                leased[receipt] = m
+                taken.append((m, receipt))
             return taken
 
     def _leased(self, topic: str, receipt: int) -> tuple[_Queue, _Message]:
@@ -191,6 +189,12 @@ class MemoryBroker:
         with self._lock:
             q, _ = self._leased(topic, receipt)
             del q.leased[receipt]
+
+    def remove_many(self, topic: str, receipts: Sequence[int]) -> list[bool]:
+        """Remove each leased message; ``False`` for one whose lease was lost."""
+        with self._lock:
+            leased = self._queue(topic).leased
+            return [leased.pop(receipt, None) is not None for receipt in receipts]
 
     def requeue(self, topic: str, receipt: int, delay: float, count: bool) -> None:
         with self._lock:
@@ -226,6 +230,7 @@ class MemoryTransport(Transport):
         lease_extension=True,
         receive_count=True,
         ordering=True,
+        batch_ack=True,
     )
     """What a transport built with the default options can do; ``max_body_size`` follows the
     option on each instance."""
@@ -272,21 +277,38 @@ class MemoryTransport(Transport):
         lease: float | None = None,
     ) -> list[Delivery]:
         lease = self.default_lease if lease is None else lease
+        received_at = time.monotonic()
+        # The broker never changes a message's body or headers once stored, so the delivery
+        # shares them rather than copying.
         return [
             Delivery(
-                topic=topic,
-                body=m.body,
-                message_id=m.message_id,
-                receive_count=m.receive_count,
-                headers=m.headers,
-                handle=m.receipt,
-                lease=lease,
+                topic,
+                m.body,
+                m.message_id,
+                m.receive_count,
+                m.headers,
+                receipt,
+                lease,
+                received_at,
             )
-            for m in self.broker.get(topic, max_messages, wait, lease)
+            for m, receipt in self.broker.get(topic, max_messages, wait, lease)
         ]
 
     def ack(self, delivery: Delivery) -> None:
         self.broker.remove(delivery.topic, delivery.handle)
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        """Ack under one lock per topic."""
+        outcomes: list[BaseException | None] = [None] * len(deliveries)
+        by_topic: dict[str, list[int]] = {}
+        for i, delivery in enumerate(deliveries):
+            by_topic.setdefault(delivery.topic, []).append(i)
+        for topic, indexes in by_topic.items():
+            done = self.broker.remove_many(topic, [deliveries[i].handle for i in indexes])
+            for i, ok in zip(indexes, done, strict=True):
+                if not ok:
+                    outcomes[i] = LeaseExpired(f"lease on message of topic {topic!r} was lost")
+        return outcomes
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self.broker.requeue(delivery.topic, delivery.handle, delay, count=True)

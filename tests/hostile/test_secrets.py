@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,13 +78,24 @@ def error_chain(exc: BaseException) -> list[str]:
     return texts
 
 
-def run_engine_briefly(engine: Any, seconds: float) -> None:
-    thread = threading.Thread(target=engine.run, daemon=True)
+def run_engine_briefly(engine: Any, seconds: float) -> list[str]:
+    """Run ``engine`` for about ``seconds``; return the texts of the error run() raised (an
+    engine stops on a fatal error such as refused credentials), if any."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    time.sleep(seconds)
+    thread.join(seconds)
     engine.stop()
     thread.join(30)
     engine.close()
+    return [text for exc in raised for text in error_chain(exc)]
 
 
 def test_aws_canaries_stay_out_of_errors_reprs_and_logs(
@@ -114,7 +124,7 @@ def test_aws_canaries_stay_out_of_errors_reprs_and_logs(
         **creds,
     )
     texts.append(repr(engine))
-    run_engine_briefly(engine, 1.5)  # dead-letters the bad body: an error path with logs
+    texts += run_engine_briefly(engine, 1.5)  # the bad body meets a missing dead-letter queue
     live.close()
     dead = SQSTransport(
         endpoint_url=f"http://127.0.0.1:{dead_port()}",
@@ -153,7 +163,7 @@ def test_broker_passwords_stay_out_of_errors_reprs_and_logs(
     hub = ConsumerHub([Consumer(lambda e: None, "canary-topic")])
     engine = create_engine("kombu", hub=hub, url=url, wait=0.2, handle_signals=False)
     texts.append(repr(engine))
-    run_engine_briefly(engine, 1.5)
+    texts += run_engine_briefly(engine, 1.5)
     unreachable = KombuTransport(
         url.replace("5672", str(dead_port())).replace("6379", str(dead_port())),
         connect_timeout=1,
@@ -185,7 +195,7 @@ def test_native_redis_password_stays_out_of_errors_reprs_and_logs(
     hub = ConsumerHub([Consumer(lambda e: None, "canary-topic")])
     engine = create_engine("redis", hub=hub, url=url, wait=0.2, handle_signals=False)
     texts.append(repr(engine))
-    run_engine_briefly(engine, 1.5)
+    texts += run_engine_briefly(engine, 1.5)
     unreachable = RedisTransport(url.replace("6379", str(dead_port())), connect_timeout=1)
     texts.append(repr(unreachable))
     with pytest.raises(TransportConnectionError) as down:

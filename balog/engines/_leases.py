@@ -1,0 +1,156 @@
+"""The lease keeper: every delivery the engine holds keeps its lease until it is settled.
+
+A delivery is *held* from the moment it is received until the settler has acked, nacked,
+released or dead-lettered it: while it runs, while it waits behind others of its batch, while its
+ack waits to be batched, while a retry waits out its delay, and through a ``stop()`` while
+handlers finish. Once half of a held delivery's lease has gone, the keeper extends it
+(where the transport has ``lease_extension``).
+
+Extensions run on a small pool of threads, so one slow call (an SQS request waiting out its
+read timeout) never holds up the others; an entry already being extended is not extended again,
+and one that was settled meanwhile is never renewed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+from balog.engines._pipeline import describe
+from balog.exceptions import LeaseExpired
+from balog.transports.base import Delivery, Transport
+
+__all__ = ["LeaseKeeper"]
+
+logger = logging.getLogger("balog.engine")
+
+EXTENDERS = 4
+"""Threads that extend leases side by side."""
+
+
+class _Held:
+    """One held delivery: when its lease was last renewed, and whether it is settled."""
+
+    __slots__ = ("delivery", "extending", "renewed_at", "settled")
+
+    def __init__(self, delivery: Delivery, renewed_at: float) -> None:
+        self.delivery = delivery
+        self.renewed_at = renewed_at
+        self.settled = False
+        self.extending = False
+
+
+class LeaseKeeper:
+    """Keeps the leases of held deliveries; does nothing where the transport cannot extend."""
+
+    def __init__(self, transport: Transport, *, lease: float) -> None:
+        self.transport = transport
+        self.enabled = transport.capabilities.lease_extension
+        self.interval = max(0.05, min(lease / 4, 5.0))
+        self._held: dict[int, _Held] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # -- what the workers call ------------------------------------------------------------------
+
+    def hold(self, deliveries: Iterable[Delivery]) -> None:
+        """Keep the leases of ``deliveries`` from now until each is dropped."""
+        if not self.enabled:
+            return
+        held = self._held
+        for delivery in deliveries:
+            if delivery.lease is not None:
+                held[id(delivery)] = _Held(delivery, delivery.received_at)
+
+    def drop(self, delivery: Delivery) -> None:
+        """``delivery`` is settled: never renew it again."""
+        entry = self._held.pop(id(delivery), None)
+        if entry is not None:
+            entry.settled = True
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the keeper's thread (idempotent); a no-op without ``lease_extension``."""
+        if not self.enabled or self._thread is not None:
+            return
+        self._wake.clear()
+        self._thread = threading.Thread(target=self._run, name="balog-lease-keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the keeper once nothing it keeps is running any more; wait for its thread."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._wake.set()
+        thread.join()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.interval):
+            try:
+                self.renew_due()
+            except Exception:  # the keeper must outlive its own bugs
+                logger.exception("the lease keeper failed; it carries on")
+
+    def renew_due(self) -> int:
+        """Start an extension of every held lease that is half gone; return how many."""
+        now = time.monotonic()
+        started = 0
+        for entry in list(self._held.values()):
+            lease = entry.delivery.lease
+            if entry.settled or entry.extending or lease is None:
+                continue
+            if now - entry.renewed_at < lease / 2:
+                continue
+            entry.extending = True
+            self._executor().submit(self._extend, entry)
+            started += 1
+        return started
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    EXTENDERS, thread_name_prefix="balog-lease"
+                )
+            return self._pool
+
+    def _extend(self, entry: _Held) -> None:
+        delivery = entry.delivery
+        try:
+            if entry.settled:
+                return
+            started = time.monotonic()
+            self.transport.extend_lease(delivery, delivery.lease or 0.0)
+            entry.renewed_at = started
+        except LeaseExpired as exc:
+            if not entry.settled:
+                logger.warning(
+                    "the lease of message %s on %s was lost (%s); it may be processed again",
+                    delivery.message_id,
+                    delivery.topic,
+                    describe(exc),
+                )
+                self.drop(delivery)
+        except Exception as exc:
+            if not entry.settled:
+                logger.warning(
+                    "could not extend the lease of message %s on %s (%s); trying again",
+                    delivery.message_id,
+                    delivery.topic,
+                    describe(exc),
+                )
+        finally:
+            entry.extending = False

@@ -1,0 +1,279 @@
+"""The settler: the one path by which a decision reaches the transport, and is counted.
+
+One settler per worker thread, so every delivery is settled from the thread that received it
+(transports with per-thread channels rely on this). It:
+
+- acks processed and unrouted deliveries, at once or, with ``ack_delay``, in batches through
+  :meth:`~balog.transports.base.Transport.ack_many` (the deliveries stay leased, their leases kept,
+  until their ack goes out: a crash repeats them, never loses them);
+- nacks retries with their delay; where the transport cannot delay (``capabilities.delay`` is
+  false) it holds the delivery, still leased, and nacks it once the delay is over;
+- dead-letters with the reason;
+- counts every outcome only once the transport did what it was told, and counts an error when it
+  could not (the message then comes back by itself: nothing is lost).
+
+A fatal transport error (credentials revoked, a dead-letter place gone) is not swallowed: it is
+handed to ``on_fatal`` so the engine stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+from balog._text import clip
+from balog.engines._leases import LeaseKeeper
+from balog.engines._pipeline import Decision, Outcome, describe
+from balog.exceptions import BalogError, LeaseExpired
+from balog.transports.base import Delivery, Transport
+
+__all__ = ["Counts", "Settler"]
+
+logger = logging.getLogger("balog.engine")
+
+DEAD_LETTER_RETRY_DELAY = 5.0
+"""Seconds before a message whose dead-lettering failed comes back to be dead-lettered again."""
+
+
+@dataclasses.dataclass(slots=True)
+class Counts:
+    """One worker's counts for one topic; only that worker writes them, so no lock is needed.
+    ``EngineStats`` for a topic is the sum of its workers' counts."""
+
+    received: int = 0
+    processed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    unrouted: int = 0
+    refused: int = 0
+    errors: int = 0
+    restarts: int = 0
+
+
+class Settler:
+    """Settles the decisions of one worker thread on ``transport``."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        counts: Counts,
+        keeper: LeaseKeeper,
+        *,
+        ack_delay: float | None,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self.transport = transport
+        self.counts = counts
+        self.keeper = keeper
+        self.ack_delay = ack_delay
+        self.on_fatal = on_fatal
+        self._can_delay = transport.capabilities.delay
+        self._can_expire = transport.capabilities.lease_expiry
+        self._pending: list[tuple[Delivery, Outcome]] = []
+        self._pending_since = 0.0
+        self._held: list[tuple[float, int, Delivery]] = []
+        self._seq = itertools.count()
+
+    # -- deciding where each decision goes ------------------------------------------------------
+
+    def settle(self, delivery: Delivery, decision: Decision) -> None:
+        """Carry out ``decision`` for ``delivery`` (or queue its ack); never raises but for a
+        shutdown."""
+        outcome = decision.outcome
+        if outcome is Outcome.PROCESSED or outcome is Outcome.UNROUTED:
+            if self.ack_delay is None:
+                self._ack(delivery, outcome)
+            else:
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append((delivery, outcome))
+                if time.monotonic() - self._pending_since >= self.ack_delay:
+                    self.flush_acks()
+        elif outcome is Outcome.RETRY:
+            self._retry(delivery, decision)
+        else:
+            self._dead_letter(delivery, decision)
+
+    def flush(self) -> None:
+        """Send the acks that are due and nack the held retries whose delay is over."""
+        if self._pending and time.monotonic() - self._pending_since >= (self.ack_delay or 0.0):
+            self.flush_acks()
+        if self._held and self._held[0][0] <= time.monotonic():
+            self._nack_held(due_only=True)
+
+    def next_due(self) -> float | None:
+        """Seconds until :meth:`flush` has something to do (``None``: nothing is waiting)."""
+        times = []
+        if self._pending:
+            times.append(self._pending_since + (self.ack_delay or 0.0))
+        if self._held:
+            times.append(self._held[0][0])
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def close(self) -> None:
+        """Send every queued ack and give back every held retry now (the worker is ending)."""
+        self.flush_acks()
+        self._nack_held(due_only=False)
+
+    @property
+    def waiting(self) -> int:
+        """Deliveries this settler holds: acks not yet sent, retries not yet nacked."""
+        return len(self._pending) + len(self._held)
+
+    # -- acks -----------------------------------------------------------------------------------
+
+    def _ack(self, delivery: Delivery, outcome: Outcome) -> None:
+        try:
+            self.transport.ack(delivery)
+        except BaseException as exc:
+            self._ack_failed(delivery, outcome, exc)
+        else:
+            self._count(outcome)
+        finally:
+            self.keeper.drop(delivery)
+
+    def flush_acks(self) -> None:
+        """Send every queued ack, in one ``ack_many`` call."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        deliveries = [d for d, _ in pending]
+        try:
+            results = self.transport.ack_many(deliveries)
+        except BaseException as exc:  # ack_many must not raise; a transport's bug then
+            results = [exc] * len(deliveries)
+        for (delivery, outcome), error in zip(pending, results, strict=True):
+            self.keeper.drop(delivery)
+            if error is None:
+                self._count(outcome)
+            else:
+                self._ack_failed(delivery, outcome, error)
+
+    def _ack_failed(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
+        if isinstance(exc, LeaseExpired):
+            logger.warning(
+                "message %s on %s was processed after its lease was lost; it may be processed "
+                "again",
+                delivery.message_id,
+                delivery.topic,
+            )
+            self._count(outcome)
+            return
+        self.counts.errors += 1
+        logger.warning(
+            "ack of message %s on %s failed (%s); it will be delivered again",
+            delivery.message_id,
+            delivery.topic,
+            describe(exc),
+        )
+        self._maybe_fatal(exc)
+
+    # -- retries --------------------------------------------------------------------------------
+
+    def _retry(self, delivery: Delivery, decision: Decision) -> None:
+        if decision.delay > 0 and not self._can_delay:
+            # The transport cannot delay: hold it (still leased, the keeper renews it) and nack
+            # it once the delay is over.
+            heapq.heappush(
+                self._held, (time.monotonic() + decision.delay, next(self._seq), delivery)
+            )
+            self.counts.retried += 1
+            return
+        if self._nack(delivery, decision.delay):
+            self.counts.retried += 1
+
+    def _nack(self, delivery: Delivery, delay: float) -> bool:
+        try:
+            self.transport.nack(delivery, delay=delay)
+            return True
+        except BaseException as exc:
+            self.counts.errors += 1
+            logger.warning(
+                "nack of message %s on %s failed (%s); %s",
+                delivery.message_id,
+                delivery.topic,
+                describe(exc),
+                "it comes back when its lease expires"
+                if self._can_expire
+                else "giving it back to the broker instead",
+            )
+            self._maybe_fatal(exc)
+            if not self._can_expire:
+                self._release(delivery)
+            return False
+        finally:
+            self.keeper.drop(delivery)
+
+    def _nack_held(self, *, due_only: bool) -> None:
+        now = time.monotonic()
+        while self._held and (not due_only or self._held[0][0] <= now):
+            _, _, delivery = heapq.heappop(self._held)
+            self._nack(delivery, 0.0)
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        """Give back deliveries received but never started (the engine is stopping)."""
+        for delivery in deliveries:
+            self._release(delivery)
+
+    def _release(self, delivery: Delivery) -> None:
+        try:
+            self.transport.release(delivery)
+        except BaseException as exc:
+            logger.warning(
+                "could not release message %s on %s (%s); it comes back when its lease expires "
+                "or its connection closes",
+                delivery.message_id,
+                delivery.topic,
+                describe(exc),
+            )
+        finally:
+            self.keeper.drop(delivery)
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    def _dead_letter(self, delivery: Delivery, decision: Decision) -> None:
+        reason = decision.reason
+        try:
+            self.transport.dead_letter(delivery, reason)
+        except BaseException as exc:
+            self.counts.errors += 1
+            logger.error(
+                "could not dead-letter message %s on %s (%s); it will be delivered again and "
+                "dead-lettered then",
+                delivery.message_id,
+                delivery.topic,
+                describe(exc),
+            )
+            self._maybe_fatal(exc)
+            # Back after a pause (where the transport can delay), to be dead-lettered then:
+            # the pipeline sends a message past its attempts straight to its dead letters.
+            self._nack(delivery, DEAD_LETTER_RETRY_DELAY if self._can_delay else 0.0)
+            return
+        self.keeper.drop(delivery)
+        self.counts.dead_lettered += 1
+        if decision.refused:
+            self.counts.refused += 1
+        logger.error(
+            "message %s on %s dead-lettered: %s",
+            delivery.message_id,
+            delivery.topic,
+            clip(reason, 1000),
+        )
+
+    # -- counting -------------------------------------------------------------------------------
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome is Outcome.PROCESSED:
+            self.counts.processed += 1
+        else:
+            self.counts.unrouted += 1
+
+    def _maybe_fatal(self, exc: BaseException) -> None:
+        if isinstance(exc, BalogError) and exc.fatal:
+            self.on_fatal(exc)
+        elif not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt and friends from inside a transport call
