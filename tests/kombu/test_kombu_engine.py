@@ -35,6 +35,7 @@ from balog.exceptions import (
     LeaseExpired,
     MessageTooLarge,
     SendError,
+    TopicMismatch,
     TransportConnectionError,
 )
 from balog.transports.kombu import KombuTransport
@@ -295,9 +296,10 @@ def test_pickle_and_yaml_are_never_deserialised(
     assert recorder.calls == 0
     reasons = sorted(letter.reason for letter in letters)
     assert reasons == [
-        "content type 'application/x-python-serialize' is not accepted "
+        "refused by the transport: content type 'application/x-python-serialize' is not "
+        "accepted (accepted: application/json)",
+        "refused by the transport: content type 'application/x-yaml' is not accepted "
         "(accepted: application/json)",
-        "content type 'application/x-yaml' is not accepted (accepted: application/json)",
     ]
     assert pickled in [letter.body for letter in letters]
 
@@ -617,3 +619,99 @@ def test_password_never_appears_in_reprs_errors_or_logs(
         assert CANARY not in repr(error)
     assert CANARY not in caplog.text
     assert caplog.records  # the retries were logged, without the password
+
+
+def run_briefly(engine: KombuEngine, timeout: float = 20.0) -> BaseException | None:
+    """Run the engine in a thread until it returns by itself (or ``timeout``); what it raised."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    engine.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    return raised[0] if raised else None
+
+
+def test_a_refused_login_stops_the_engine_at_start(rabbitmq_url: str, unique_name: str) -> None:
+    """A wrong AMQP password: run() raises AuthenticationError within seconds, instead of a
+    worker retrying forever."""
+    engine = make_engine(rabbitmq_url.replace("guest:guest", "guest:nope"), unique_name, Recorder())
+    started = time.monotonic()
+    with engine:
+        raised = run_briefly(engine)
+    assert isinstance(raised, AuthenticationError)
+    assert time.monotonic() - started < 10
+
+
+def test_a_queue_with_other_arguments_stops_the_engine_with_the_detail(
+    rabbitmq_url: str, unique_name: str
+) -> None:
+    """The topic's queue exists as a classic queue, the engine asks for a quorum one: run()
+    raises TopicMismatch with the broker's detail and the option to change."""
+    with KombuTransport(rabbitmq_url) as transport:
+        transport.verify(unique_name)
+        engine = make_engine(
+            rabbitmq_url, unique_name, Recorder(), queue_arguments={"x-queue-type": "quorum"}
+        )
+        try:
+            with engine:
+                raised = run_briefly(engine)
+            assert isinstance(raised, TopicMismatch)
+            assert "inequivalent arg 'x-queue-type'" in str(raised)
+            assert "queue_arguments=" in str(raised)
+        finally:
+            transport.delete(unique_name)
+
+
+def test_a_nack_the_broker_refuses_hands_the_message_back(
+    rabbitmq_url: str, unique_name: str, recorder: Recorder
+) -> None:
+    """AMQP (no lease expiry): a retry whose resend the broker refuses (its queue is full) is
+    handed back to the broker instead of staying unacked on a live channel, and is processed on
+    its next delivery; nothing is dead-lettered or lost."""
+    arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    filled = threading.Event()
+    calls: list[str] = []
+
+    def first_call_waits_then_fails(event: dict[str, Any]) -> bool:
+        calls.append(event["header"]["id"])
+        if calls == ["held"]:
+            filled.wait(10)
+            return True
+        return False
+
+    recorder.fail = first_call_waits_then_fails
+    engine = make_engine(
+        rabbitmq_url,
+        unique_name,
+        recorder,
+        queue_arguments=arguments,
+        prefetch=1,
+        max_retries=0,
+        backoff=Backoff(base=0.0, jitter=0.0),
+    )
+    other = KombuTransport(rabbitmq_url, queue_arguments=arguments)
+    try:
+        with engine:
+            engine.transport.send(unique_name, [body(LOG, ident="held")])
+            with running(engine):
+                assert wait_for(lambda: calls == ["held"])
+                other.send(unique_name, [body(LOG, ident="filler")])  # the queue is full now
+                filled.set()
+                assert wait_for(lambda: sorted(recorder.ids("logs")) == ["filler", "held"])
+            stats = engine.stats()[unique_name]
+        assert stats.errors >= 1
+        assert (stats.processed, stats.dead_lettered) == (2, 0)
+        assert other.dead_letters(unique_name) == []
+        assert other.size(unique_name) == 0
+    finally:
+        other.delete(unique_name)
+        other.close()
