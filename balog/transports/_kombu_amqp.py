@@ -18,17 +18,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import amqp as _amqp
 import kombu as _kombu
+from amqp.method_framing import frame_writer as amqp_frame_writer
 
 from balog._options import check_known
 from balog.exceptions import LeaseExpired, SendError, TransportError
@@ -95,6 +98,7 @@ class AMQPBroker(Broker):
         super().__init__(transport)
         self._heartbeats: _Heartbeats | None = None
         self._heartbeats_lock = threading.Lock()
+        self._coalescers: weakref.WeakKeyDictionary[Any, _Coalescer] = weakref.WeakKeyDictionary()
 
     def capabilities(self, max_body_size: int | None) -> Capabilities:
         return Capabilities(
@@ -114,7 +118,16 @@ class AMQPBroker(Broker):
         return {"read_timeout": OPERATION_TIMEOUT, "write_timeout": OPERATION_TIMEOUT, **options}
 
     def connection_options(self) -> dict[str, Any]:
-        return {"heartbeat": self.transport.heartbeat}
+        options = dict(self.transport.transport_options)
+        options.setdefault("frame_writer", self._frame_writer)
+        return {"heartbeat": self.transport.heartbeat, "transport_options": options}
+
+    def _frame_writer(self, connection: Any, transport: Any) -> Any:
+        """py-amqp's frame writer (its ``Connection(frame_writer=)`` factory), writing through a
+        :class:`_Coalescer` so that a batch of publishes can go out in one socket write."""
+        coalescer = _Coalescer(transport)
+        self._coalescers[connection] = coalescer
+        return amqp_frame_writer(connection, coalescer)
 
     def connected(self, connection: Any) -> None:
         if self.transport.heartbeat and self._heartbeats is None:
@@ -199,22 +212,31 @@ class AMQPBroker(Broker):
         confirming = self.transport.confirm_publish
         confirms = session.confirms
         first = confirms.published + 1
-        for body in bodies:
-            producer.publish(
-                bytes(body),
-                routing_key=queue,
-                exchange="",
-                content_type=CONTENT_TYPE,
-                content_encoding="utf-8",
-                delivery_mode=PERSISTENT,
-                headers=dict(headers),
-                message_id=session.next_id(),
-                retry=False,
-            )
-            if confirming:
-                confirms.published += 1
+        coalescer = self._coalescers.get(getattr(session.publisher, "connection", None))
+        batch = coalescer.held() if coalescer is not None and len(bodies) > 1 else nullcontext()
+        with batch:
+            for body in bodies:
+                self._publish_one(session, producer, queue, body, headers)
+                if confirming:
+                    confirms.published += 1
         if confirming:
             self._await_confirms(session, first, confirms.published)
+
+    @staticmethod
+    def _publish_one(
+        session: Session, producer: Any, queue: str, body: bytes, headers: Mapping[str, Any]
+    ) -> None:
+        producer.publish(
+            bytes(body),
+            routing_key=queue,
+            exchange="",
+            content_type=CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=PERSISTENT,
+            headers=dict(headers),
+            message_id=session.next_id(),
+            retry=False,
+        )
 
     def _await_confirms(self, session: Session, first: int, last: int) -> None:
         confirms = session.confirms
@@ -341,6 +363,36 @@ class AMQPBroker(Broker):
         heartbeats, self._heartbeats = self._heartbeats, None
         if heartbeats is not None:
             heartbeats.stop()
+
+
+class _Coalescer:
+    """What py-amqp's frame writer of one connection writes to: the socket, or inside
+    :meth:`held` a list, sent in one write when the block ends (nothing is sent if it raises).
+
+    The frame writer hands over a buffer it reuses for the next frame, so each is copied.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.chunks: list[bytes] | None = None
+
+    def write(self, data: Any) -> None:
+        if self.chunks is None:
+            self.transport.write(data)
+        else:
+            self.chunks.append(bytes(data))
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.chunks = []
+        try:
+            yield
+        except BaseException:
+            self.chunks = None
+            raise
+        chunks, self.chunks = self.chunks, None
+        if chunks:
+            self.transport.write(b"".join(chunks))
 
 
 class _Heartbeats:

@@ -278,8 +278,8 @@ class Broker(ABC):
         options with this family's defaults added."""
 
     def connection_options(self) -> dict[str, Any]:
-        """Extra ``kombu.Connection`` keyword arguments."""
-        return {}
+        """``kombu.Connection`` keyword arguments besides the URL and ``connect_timeout``."""
+        return {"transport_options": dict(self.transport.transport_options)}
 
     def connected(self, connection: Any) -> None:
         """Called with each new connection, once established."""

@@ -236,7 +236,6 @@ class KombuTransport(Transport):
         retries = self.max_retries if retries is None else retries
         connection = kombu.Connection(
             self._kombu_url,
-            transport_options=dict(self.transport_options),
             connect_timeout=self.connect_timeout,
             **self._broker.connection_options(),
         )
