@@ -92,7 +92,7 @@ def delay_bucket(delay: float) -> int:
 class AMQPBroker(Broker):
     """py-amqp through kombu."""
 
-    pushes_batches = True
+    gather_wait = 0.0
 
     def __init__(self, transport: KombuTransport) -> None:
         super().__init__(transport)

@@ -261,9 +261,10 @@ class Broker(ABC):
     Every method that touches a session's connections is called with the session's lock held.
     """
 
-    pushes_batches = False
-    """The broker pushes a whole prefetch window at once (AMQP), so that a receive takes what
-    has already arrived beyond the first message; virtual transports fetch one per poll."""
+    gather_wait = 0.005
+    """Seconds a receive waits for each further message once one has arrived, up to its
+    ``max_messages``: kombu's virtual transports fetch one message per poll (a round trip), so
+    a batch, and a batch of acks, takes several; AMQP pushes a prefetch window at once (0)."""
 
     def __init__(self, transport: KombuTransport) -> None:
         self.transport = transport
@@ -318,10 +319,10 @@ class Broker(ABC):
                 except TimeoutError:
                     pass
                 self.tick(connection)
-        while self.pushes_batches and stream.buffer and len(stream.buffer) < max_messages:
+        while stream.buffer and len(stream.buffer) < max_messages:
             before = len(stream.buffer)
             try:
-                connection.drain_events(timeout=0)
+                connection.drain_events(timeout=self.gather_wait)
             except TimeoutError:
                 break
             if len(stream.buffer) == before:

@@ -241,6 +241,7 @@ class RedisBroker(VirtualBroker):
         super().__init__(transport, transport_cls)
         self.visibility_timeout = float(transport.lease or 30.0)
         self._guards: weakref.WeakKeyDictionary[Any, _EntryGuard] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[Stream, Any] = weakref.WeakKeyDictionary()
         self._warned = False
 
     def capabilities(self, max_body_size: int | None) -> Capabilities:
@@ -297,6 +298,15 @@ class RedisBroker(VirtualBroker):
     def lease_of(self, lease: float | None) -> float | None:
         return self.visibility_timeout if lease is None else lease
 
+    def _client(self, stream: Stream) -> Any:
+        """A redis-py client of the stream's channel (off its connection pool), made once: kombu
+        builds one per call, which costs more than the round trip it makes."""
+        client = self._clients.get(stream)
+        if client is None:
+            with stream.channel.conn_or_acquire() as client:
+                self._clients[stream] = client
+        return client
+
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
         """One pipeline per channel removing the batch from kombu's unacked hash and index
         (where kombu's own ack makes a round trip per message); then kombu's in-process
@@ -318,11 +328,10 @@ class RedisBroker(VirtualBroker):
                 channel = stream.channel
                 tags = [deliveries[i].handle.tag for i in indexes]
                 try:
-                    with channel.conn_or_acquire() as client:
-                        pipe = client.pipeline(transaction=False)
-                        pipe.zrem(channel.unacked_index_key, *tags)
-                        pipe.hdel(channel.unacked_key, *tags)
-                        pipe.execute()
+                    pipe = self._client(stream).pipeline(transaction=False)
+                    pipe.zrem(channel.unacked_index_key, *tags)
+                    pipe.hdel(channel.unacked_key, *tags)
+                    pipe.execute()
                 except Exception as exc:
                     error = self.transport._errors.chained("ack", exc)
                     for i in indexes:
