@@ -30,26 +30,20 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import amqp as _amqp
-import kombu as _kombu
 from amqp.method_framing import frame_writer as amqp_frame_writer
 
 from balog._options import check_known
-from balog.exceptions import LeaseExpired, SendError, TransportError
+from balog.exceptions import SendError
 from balog.transports._kombu_common import (
-    CONTENT_TYPE,
-    PERSISTENT,
+    KOMBU_OPTIONS,
+    Arrived,
     Broker,
     Confirms,
     Handle,
     Session,
     Stream,
-    attempts,
-    discard,
-    lost,
-    normal_content_type,
-    refusal,
+    publish_body,
     retry_headers,
-    str_headers,
 )
 from balog.transports.base import Capabilities, Delivery
 
@@ -58,7 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("balog.transports.kombu")
 
-kombu: Any = _kombu
 amqp: Any = _amqp
 
 OPERATION_TIMEOUT = 30.0
@@ -69,13 +62,6 @@ DELAY_QUEUE_INFIX = ".balog-delay."
 
 # Connection options kombu itself passes to py-amqp, and kombu's own retry settings.
 _SET_BY_KOMBU = {"host", "userid", "password", "login_method", "virtual_host", "insist", "ssl"}
-_KOMBU_OPTIONS = {
-    "max_retries",
-    "interval_start",
-    "interval_step",
-    "interval_max",
-    "connect_retries_timeout",
-}
 
 
 def delay_bucket(delay: float) -> int:
@@ -114,7 +100,7 @@ class AMQPBroker(Broker):
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         accepted = set(inspect.signature(amqp.Connection).parameters) - _SET_BY_KOMBU
         accepted -= {"kwargs", "heartbeat", "connect_timeout"}
-        check_known("kombu's AMQP transport_options", options, accepted | _KOMBU_OPTIONS)
+        check_known("kombu's AMQP transport_options", options, accepted | KOMBU_OPTIONS)
         return {"read_timeout": OPERATION_TIMEOUT, "write_timeout": OPERATION_TIMEOUT, **options}
 
     def connection_options(self) -> dict[str, Any]:
@@ -149,61 +135,26 @@ class AMQPBroker(Broker):
         if self.transport.heartbeat:
             connection.heartbeat_check()
 
-    def delivery(self, stream: Stream, message: Any, lease: float | None) -> Delivery:
+    def unpack(self, message: Any) -> Arrived:
         properties = message.properties or {}
         headers = dict(properties.get("application_headers") or {})
-        body = message.body
-        tag = message.delivery_tag
-        refused = refusal(
-            normal_content_type(properties.get("content_type")),
-            headers.get("compression"),
-            self.transport.accept,
+        return Arrived(
+            body=message.body,
+            headers=headers,
+            properties=properties,
+            tag=message.delivery_tag,
+            content_type=properties.get("content_type"),
+            compression=headers.get("compression"),
         )
-        if isinstance(body, str):  # py-amqp gives an empty body as ""
-            body = body.encode("utf-8", "surrogatepass")
-        elif not isinstance(body, bytes):
-            body = bytes(body) if isinstance(body, (bytearray, memoryview)) else b""
-            refused = refused or "message body is not bytes"
-        return Delivery(
-            topic=stream.topic,
-            body=body,
-            message_id=str(properties.get("message_id") or tag),
-            # Only explicit nacks count: a redelivery after a lost connection or a release
-            # does not (the broker's "redelivered" flag cannot say how many times).
-            receive_count=attempts(headers) + 1,
-            headers=str_headers(headers),
-            handle=Handle(message=message, stream=stream, tag=tag, headers=headers),
-            lease=None,
-            refused=refused,
-        )
-
-    def read(self, message: Any) -> tuple[bytes, dict[str, str], str]:
-        properties = message.properties or {}
-        body = message.body
-        if not isinstance(body, bytes):
-            body = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else b""
-        message_id = str(properties.get("message_id") or message.delivery_tag)
-        return body, str_headers(properties.get("application_headers")), message_id
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publisher(self, session: Session) -> Any:
-        if session.producer is None:
-            connection = self.transport._connect()
-            try:
-                channel = connection.channel()
-                if self.transport.confirm_publish:
-                    session.confirms = Confirms()
-                    channel.events["basic_ack"].add(session.confirms.on_ack)
-                    channel.events["basic_nack"].add(session.confirms.on_nack)
-                    channel.confirm_select()
-                session.producer = kombu.Producer(channel, auto_declare=False)
-            except Exception:
-                discard(connection, graceful=False)
-                raise
-            session.publisher = connection
-            session.declared = set()
-        return session.producer
+    def prepare_publisher(self, session: Session, channel: Any) -> None:
+        if self.transport.confirm_publish:
+            session.confirms = Confirms()
+            channel.events["basic_ack"].add(session.confirms.on_ack)
+            channel.events["basic_nack"].add(session.confirms.on_nack)
+            channel.confirm_select()
 
     def publish(
         self, session: Session, queue: str, bodies: Sequence[bytes], headers: Mapping[str, Any]
@@ -216,27 +167,11 @@ class AMQPBroker(Broker):
         batch = coalescer.held() if coalescer is not None and len(bodies) > 1 else nullcontext()
         with batch:
             for body in bodies:
-                self._publish_one(session, producer, queue, body, headers)
+                publish_body(session, producer, queue, body, headers)
                 if confirming:
                     confirms.published += 1
         if confirming:
             self._await_confirms(session, first, confirms.published)
-
-    @staticmethod
-    def _publish_one(
-        session: Session, producer: Any, queue: str, body: bytes, headers: Mapping[str, Any]
-    ) -> None:
-        producer.publish(
-            bytes(body),
-            routing_key=queue,
-            exchange="",
-            content_type=CONTENT_TYPE,
-            content_encoding="utf-8",
-            delivery_mode=PERSISTENT,
-            headers=dict(headers),
-            message_id=session.next_id(),
-            retry=False,
-        )
 
     def _await_confirms(self, session: Session, first: int, last: int) -> None:
         confirms = session.confirms
@@ -259,45 +194,16 @@ class AMQPBroker(Broker):
     def ack(self, handle: Handle) -> None:
         handle.stream.channel.basic_ack(handle.tag)
 
-    def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
-        """One ``basic.ack`` with ``multiple=True`` per channel where that acks exactly the
-        batch (nothing else unsettled below its highest tag), one per message otherwise."""
-        outcomes: list[BaseException | None] = [None] * len(deliveries)
-        groups: dict[Stream, list[int]] = {}
-        for i, delivery in enumerate(deliveries):
-            handle = delivery.handle
-            if not isinstance(handle, Handle) or handle.stream.session.owner is not self.transport:
-                outcomes[i] = TransportError("ack: not a delivery of this transport")
-                continue
-            groups.setdefault(handle.stream, []).append(i)
-        for stream, indexes in groups.items():
-            with stream.session.lock:
-                if not stream.alive:
-                    for i in indexes:
-                        outcomes[i] = lost("ack", deliveries[i])
-                    continue
-                tags = {deliveries[i].handle.tag for i in indexes}
-                top = max(tags)
-                try:
-                    if all(t in tags for t in stream.outstanding if t <= top):
-                        stream.channel.basic_ack(top, multiple=True)
-                    else:
-                        for tag in sorted(tags):
-                            stream.channel.basic_ack(tag)
-                except Exception as exc:
-                    if self.transport._errors.is_connection_error(exc):
-                        stream.session.drop_consumers()
-                        detail = self.transport._errors.detail(exc)
-                        error: BaseException = LeaseExpired(
-                            f"ack failed, the connection was lost: {detail}"
-                        )
-                    else:
-                        error = self.transport._errors.chained("ack", exc)
-                    for i in indexes:
-                        outcomes[i] = error
-                    continue
-                stream.outstanding.difference_update(tags)
-        return outcomes
+    def ack_batch(self, stream: Stream, tags: Sequence[Any]) -> None:
+        """One ``basic.ack`` with ``multiple=True`` where that acks exactly these (nothing else
+        unsettled below the highest tag on the channel), one per message otherwise."""
+        top = max(tags)
+        wanted = set(tags)
+        if all(t in wanted for t in stream.outstanding if t <= top):
+            stream.channel.basic_ack(top, multiple=True)
+        else:
+            for tag in sorted(wanted):
+                stream.channel.basic_ack(tag)
 
     def requeue(self, handle: Handle) -> None:
         handle.stream.channel.basic_reject(handle.tag, requeue=True)

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import kombu as _kombu
+
 from balog._secrets import Scrubber
 from balog._text import clip
 from balog.exceptions import (
@@ -38,10 +40,16 @@ from balog.transports.base import ATTEMPTS_HEADER, Capabilities, Delivery
 if TYPE_CHECKING:
     from balog.transports.kombu import KombuTransport
 
+kombu: Any = _kombu
+
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2
 CLOSE_TIMEOUT = 2.0
 """Seconds a graceful close may wait for the broker before the socket is simply dropped."""
+KOMBU_OPTIONS = frozenset(
+    {"max_retries", "interval_start", "interval_step", "interval_max", "connect_retries_timeout"}
+)
+"""``transport_options`` keys kombu's ``Connection`` itself reads, on every broker."""
 _NOWAIT = 0.05  # how long a receive with wait=0 lets messages already on their way arrive
 
 
@@ -95,6 +103,35 @@ def retry_headers(handle: Handle, receive_count: int) -> dict[str, Any]:
     headers = {k: v for k, v in handle.headers.items() if k != "redelivered"}
     headers[ATTEMPTS_HEADER] = str(receive_count)
     return headers
+
+
+def body_bytes(body: Any) -> bytes | None:
+    """A message body as bytes (text in UTF-8, as py-amqp gives an empty body); ``None`` when
+    it is neither."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    return None
+
+
+@dataclasses.dataclass
+class Arrived:
+    """A raw message taken apart by its family: what :meth:`Broker.delivery` needs."""
+
+    body: Any
+    headers: dict[str, Any]
+    properties: Mapping[str, Any]
+    tag: Any
+    content_type: Any = None
+    compression: Any = None
+    refused: str | None = None  # a reason the family found itself (an entry not kombu's, ...)
+
+    @property
+    def message_id(self) -> str:
+        return str(self.properties.get("message_id") or self.tag)
 
 
 @dataclasses.dataclass(eq=False)
@@ -237,6 +274,23 @@ def bounded(connection: Any, timeout: float) -> Iterator[None]:
             sock.settimeout(previous)
 
 
+def publish_body(
+    session: Session, producer: Any, queue: str, body: bytes, headers: Mapping[str, Any]
+) -> None:
+    """Publish one body as balog sends it: raw bytes, JSON, persistent, a fresh message id."""
+    producer.publish(
+        bytes(body),
+        routing_key=queue,
+        exchange="",
+        content_type=CONTENT_TYPE,
+        content_encoding="utf-8",
+        delivery_mode=PERSISTENT,
+        headers=dict(headers),
+        message_id=session.next_id(),
+        retry=False,
+    )
+
+
 def discard(connection: Any, *, graceful: bool) -> None:
     """Close ``connection`` without ever hanging on a dead one.
 
@@ -339,20 +393,62 @@ class Broker(ABC):
         return 1.0 if getattr(declared, "message_count", 0) else 0.0
 
     @abstractmethod
+    def unpack(self, message: Any) -> Arrived:
+        """Take a raw message of this family apart."""
+
+    def lease_of(self, lease: float | None) -> float | None:
+        """The lease of a delivery received with ``lease`` (``None``: no leases)."""
+        return None
+
     def delivery(self, stream: Stream, message: Any, lease: float | None) -> Delivery:
         """The delivery for a raw message from ``stream``'s buffer, refused where it must be."""
+        arrived = self.unpack(message)
+        body = body_bytes(arrived.body)
+        refused = arrived.refused
+        if body is None:
+            body, refused = b"", refused or "message body is not bytes"
+        refused = refused or refusal(
+            normal_content_type(arrived.content_type), arrived.compression, self.transport.accept
+        )
+        return Delivery(
+            topic=stream.topic,
+            body=body,
+            message_id=arrived.message_id,
+            # Only explicit nacks count: a redelivery after a lost connection or a release
+            # does not (the broker's "redelivered" flag cannot say how many times).
+            receive_count=attempts(arrived.headers) + 1,
+            headers=str_headers(arrived.headers),
+            handle=Handle(message=message, stream=stream, tag=arrived.tag, headers=arrived.headers),
+            lease=self.lease_of(lease),
+            refused=refused,
+        )
 
     def get(self, channel: Any, name: str) -> Any:
         """One message from queue ``name`` (``basic.get``, unacked), or ``None``."""
         return channel.basic_get(queue=name, no_ack=False)
 
-    @abstractmethod
     def read(self, message: Any) -> tuple[bytes, dict[str, str], str]:
         """A raw message's body (as arrived), headers and message id, for listing."""
+        arrived = self.unpack(message)
+        return body_bytes(arrived.body) or b"", str_headers(arrived.headers), arrived.message_id
 
-    @abstractmethod
     def publisher(self, session: Session) -> Any:
         """The session's kombu producer, connected."""
+        if session.producer is None:
+            connection = self.transport._connect()
+            try:
+                channel = connection.channel()
+                self.prepare_publisher(session, channel)
+                session.producer = kombu.Producer(channel, auto_declare=False)
+            except Exception:
+                discard(connection, graceful=False)
+                raise
+            session.publisher = connection
+            session.declared = set()
+        return session.producer
+
+    def prepare_publisher(self, session: Session, channel: Any) -> None:
+        """Set up a new publishing channel (AMQP: publisher confirms)."""
 
     @abstractmethod
     def publish(
@@ -366,15 +462,43 @@ class Broker(ABC):
         """Ack one message at once."""
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
-        outcomes: list[BaseException | None] = []
-        for delivery in deliveries:
-            try:
-                self.transport.ack(delivery)
-            except Exception as exc:
-                outcomes.append(exc)
+        """Ack each channel's share of ``deliveries`` with one :meth:`ack_batch`."""
+        outcomes: list[BaseException | None] = [None] * len(deliveries)
+        groups: dict[Stream, list[int]] = {}
+        for i, delivery in enumerate(deliveries):
+            handle = delivery.handle
+            if not isinstance(handle, Handle) or handle.stream.session.owner is not self.transport:
+                outcomes[i] = TransportError("ack: not a delivery of this transport")
             else:
-                outcomes.append(None)
+                groups.setdefault(handle.stream, []).append(i)
+        errors = self.transport._errors
+        for stream, indexes in groups.items():
+            tags = [deliveries[i].handle.tag for i in indexes]
+            with stream.session.lock:
+                error: BaseException | None = None
+                if not stream.alive:
+                    error = lost("ack", deliveries[indexes[0]])
+                else:
+                    try:
+                        self.ack_batch(stream, tags)
+                    except Exception as exc:
+                        if errors.is_connection_error(exc):
+                            stream.session.drop_consumers()
+                            error = LeaseExpired(
+                                f"ack failed, connection lost: {errors.detail(exc)}"
+                            )
+                        else:
+                            error = errors.chained("ack", exc)
+                    else:
+                        stream.outstanding.difference_update(tags)
+                for i in indexes:
+                    outcomes[i] = error
         return outcomes
+
+    def ack_batch(self, stream: Stream, tags: Sequence[Any]) -> None:
+        """Ack the messages of ``stream`` with these delivery tags, in as few calls as the
+        broker allows (families that declare ``batch_ack``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no batch ack")
 
     @abstractmethod
     def requeue(self, handle: Handle) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import time
@@ -31,25 +32,20 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import kombu as _kombu
 from kombu.transport import virtual as _virtual
 
 from balog._options import check_known
-from balog.exceptions import LeaseExpired, TransportError
+from balog.exceptions import LeaseExpired
 from balog.transports._kombu_common import (
-    CONTENT_TYPE,
+    KOMBU_OPTIONS,
     PERSISTENT,
+    Arrived,
     Broker,
     Handle,
     Session,
     Stream,
-    attempts,
-    discard,
-    lost,
-    normal_content_type,
-    refusal,
+    publish_body,
     retry_headers,
-    str_headers,
 )
 from balog.transports.base import Capabilities, Delivery
 
@@ -58,7 +54,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("balog.transports.kombu")
 
-kombu: Any = _kombu
 _VirtualQoS: Any = _virtual.QoS
 
 FOREIGN_HEADER = "x-balog-foreign"
@@ -70,14 +65,6 @@ COMPRESSION_HEADER = "x-balog-compression"
 SOCKET_TIMEOUT = 30.0
 """redis-py's ``socket_timeout`` unless ``transport_options`` set one: no read waits forever."""
 
-_KOMBU_OPTIONS = {
-    "max_retries",
-    "interval_start",
-    "interval_step",
-    "interval_max",
-    "connect_retries_timeout",
-    "polling_interval",
-}
 _REDIS_EXTRA_OPTIONS = {"unacked_restore_interval", "reauth_check_interval"}
 _BODY_ENCODINGS = {"", "utf-8", "base64"}
 
@@ -114,7 +101,11 @@ class VirtualBroker(Broker):
         )
 
     def accepted_options(self) -> set[str]:
-        return set(self.transport_cls.Channel.from_transport_options) | _KOMBU_OPTIONS
+        return (
+            set(self.transport_cls.Channel.from_transport_options)
+            | KOMBU_OPTIONS
+            | {"polling_interval"}
+        )
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         check_known(
@@ -130,80 +121,36 @@ class VirtualBroker(Broker):
     def consume(self, stream: Stream, queue: Any) -> None:
         queue.consume(stream.tag, callback=stream.buffer.append, no_ack=False)
 
-    def lease_of(self, lease: float | None) -> float | None:
-        return None
-
-    def delivery(self, stream: Stream, message: Any, lease: float | None) -> Delivery:
+    def unpack(self, message: Any) -> Arrived:
         headers = dict(message.headers or {})
         foreign = headers.pop(FOREIGN_HEADER, None)
-        compression = headers.pop(COMPRESSION_HEADER, None)
-        body = message.body
-        refused: str | None = None
+        refused = None
         if foreign:
             refused = f"not a kombu message: {foreign}"
         elif message.errors:
             refused = "message could not be read: " + str(message.errors[0][1])[:200]
-        if not isinstance(body, bytes):
-            body = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else b""
-            refused = refused or "message body is not bytes"
-        refused = refused or refusal(
-            normal_content_type(message.content_type), compression, self.transport.accept
-        )
-        properties = message.properties or {}
-        tag = message.delivery_tag
-        return Delivery(
-            topic=stream.topic,
-            body=body,
-            message_id=str(properties.get("message_id") or tag),
-            receive_count=attempts(headers) + 1,
-            headers=str_headers(headers),
-            handle=Handle(message=message, stream=stream, tag=tag, headers=headers),
-            lease=self.lease_of(lease),
+        return Arrived(
+            body=message.body,
+            headers=headers,
+            properties=message.properties or {},
+            tag=message.delivery_tag,
+            content_type=message.content_type,
+            compression=headers.pop(COMPRESSION_HEADER, None),
             refused=refused,
         )
-
-    def read(self, message: Any) -> tuple[bytes, dict[str, str], str]:
-        body = message.body if isinstance(message.body, bytes) else b""
-        message_id = str((message.properties or {}).get("message_id") or message.delivery_tag)
-        return body, str_headers(message.headers), message_id
-
-    def publisher(self, session: Session) -> Any:
-        if session.producer is None:
-            connection = self.transport._connect()
-            try:
-                session.producer = kombu.Producer(connection.channel(), auto_declare=False)
-            except Exception:
-                discard(connection, graceful=False)
-                raise
-            session.publisher = connection
-            session.declared = set()
-        return session.producer
 
     def publish(
         self, session: Session, queue: str, bodies: Sequence[bytes], headers: Mapping[str, Any]
     ) -> None:
         producer = session.producer
 
-        def publish(body: bytes) -> None:
-            producer.publish(
-                bytes(body),
-                routing_key=queue,
-                exchange="",
-                content_type=CONTENT_TYPE,
-                content_encoding="utf-8",
-                delivery_mode=PERSISTENT,
-                headers=dict(headers),
-                message_id=session.next_id(),
-                retry=False,
-            )
-
         if len(bodies) > 1 and getattr(producer, "supports_batch_publish", False):
             with producer.batch():  # one pipeline on Redis
                 for body in bodies:
-                    publish(body)
+                    publish_body(session, producer, queue, body, headers)
             return
         for body in bodies:
-            publish(body)
+            publish_body(session, producer, queue, body, headers)
 
     def ack(self, handle: Handle) -> None:
         handle.message.ack()
@@ -245,13 +192,10 @@ class RedisBroker(VirtualBroker):
         self._warned = False
 
     def capabilities(self, max_body_size: int | None) -> Capabilities:
-        return Capabilities(
-            max_body_size=max_body_size,
+        return dataclasses.replace(
+            super().capabilities(max_body_size),
             lease_expiry=True,
             lease_extension=True,
-            receive_count=False,
-            ordering=False,
-            delay=False,
             batch_ack=True,
         )
 
@@ -307,39 +251,17 @@ class RedisBroker(VirtualBroker):
                 self._clients[stream] = client
         return client
 
-    def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
-        """One pipeline per channel removing the batch from kombu's unacked hash and index
-        (where kombu's own ack makes a round trip per message); then kombu's in-process
-        bookkeeping of each, which frees its prefetch slot."""
-        outcomes: list[BaseException | None] = [None] * len(deliveries)
-        groups: dict[Stream, list[int]] = {}
-        for i, delivery in enumerate(deliveries):
-            handle = delivery.handle
-            if not isinstance(handle, Handle) or handle.stream.session.owner is not self.transport:
-                outcomes[i] = TransportError("ack: not a delivery of this transport")
-                continue
-            groups.setdefault(handle.stream, []).append(i)
-        for stream, indexes in groups.items():
-            with stream.session.lock:
-                if not stream.alive:
-                    for i in indexes:
-                        outcomes[i] = lost("ack", deliveries[i])
-                    continue
-                channel = stream.channel
-                tags = [deliveries[i].handle.tag for i in indexes]
-                try:
-                    pipe = self._client(stream).pipeline(transaction=False)
-                    pipe.zrem(channel.unacked_index_key, *tags)
-                    pipe.hdel(channel.unacked_key, *tags)
-                    pipe.execute()
-                except Exception as exc:
-                    error = self.transport._errors.chained("ack", exc)
-                    for i in indexes:
-                        outcomes[i] = error
-                    continue
-                for tag in tags:
-                    _VirtualQoS.ack(channel.qos, tag)
-        return outcomes
+    def ack_batch(self, stream: Stream, tags: Sequence[Any]) -> None:
+        """One pipeline removing the messages from kombu's unacked hash and index (where kombu's
+        own ack makes a round trip per message), then kombu's in-process bookkeeping of each,
+        which frees its prefetch slot."""
+        channel = stream.channel
+        pipe = self._client(stream).pipeline(transaction=False)
+        pipe.zrem(channel.unacked_index_key, *tags)
+        pipe.hdel(channel.unacked_key, *tags)
+        pipe.execute()
+        for tag in tags:
+            _VirtualQoS.ack(channel.qos, tag)
 
     def after_receive(self, deliveries: Sequence[Delivery], lease: float | None) -> None:
         if lease is not None and abs(lease - self.visibility_timeout) > 0.001:

@@ -444,6 +444,10 @@ class KombuTransport(Transport):
             self._broker.ack(handle)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        """Ack a batch: on AMQP one ``basic.ack`` with ``multiple`` where that acks exactly the
+        batch, on Redis one pipeline; sent when this returns."""
+        if not self.capabilities.batch_ack:
+            return super().ack_many(deliveries)
         return self._broker.ack_many(deliveries)
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:

@@ -79,8 +79,9 @@ def test_a_redis_password_in_the_query_works_and_is_never_shown(
     unique_name: str,
     everything_at_debug: pytest.LogCaptureFixture,
 ) -> None:
-    """redis://user@host/0?password=... logs in (as redis-py reads it); right, wrong or with the
-    server down, the password is in no repr, error or log line."""
+    """redis://user@host/0?password=... logs in (as redis-py reads it); a wrong one is a fatal
+    AuthenticationError from verify(); right, wrong or with the server down, the password is
+    in no repr, error or log line."""
     from balog.transports.kombu import KombuTransport
 
     name, password = redis_user
@@ -95,6 +96,10 @@ def test_a_redis_password_in_the_query_works_and_is_never_shown(
         transport.delete(unique_name)
     wrong = KombuTransport(good.replace(password, "wrong-" + password), max_retries=0)
     texts.append(repr(wrong))
+    with pytest.raises(AuthenticationError) as refused:
+        wrong.verify(unique_name)  # the engine's start-up check: fatal, not retried
+    assert refused.value.fatal
+    texts += chain(refused.value)
     with pytest.raises(AuthenticationError) as refused:
         wrong.send(unique_name, [b"{}"])
     texts += chain(refused.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -131,3 +132,18 @@ def receive_some(
     while len(got) < count and time.monotonic() < deadline:
         got += transport.receive(topic, max_messages=count - len(got), wait=0.5)
     return got
+
+
+def run_in_thread(engine: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``engine.run()`` in a thread; the list receives what it raised, if anything."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, raised

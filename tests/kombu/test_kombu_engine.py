@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pathlib
-import pickle
 import subprocess
 import threading
 import time
@@ -21,6 +19,7 @@ from kombu_helpers import (
     named,
     receive_one,
     require_rabbitmqctl,
+    run_in_thread,
     unacked,
     wait_for,
 )
@@ -257,51 +256,6 @@ def test_malformed_messages_are_quarantined(
     assert len(letters) == 2
     assert all(letter.reason.startswith("invalid event") for letter in letters)
     assert recorder.calls == 0
-
-
-def test_pickle_and_yaml_are_never_deserialised(
-    broker_url: str, topic: str, recorder: Recorder, tmp_path: pathlib.Path
-) -> None:
-    """A pickled message (which would create a file when unpickled) and a YAML one are
-    dead-lettered without being decoded; the consumer never sees them."""
-    sentinel = tmp_path / "unpickled"
-
-    class Trap:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (pathlib.Path.touch, (sentinel,))
-
-    pickled = pickle.dumps(Trap())
-    engine = make_engine(broker_url, topic, recorder)
-    with engine, kombu.Connection(engine.kombu_transport.url) as connection:
-        engine.kombu_transport.send(topic, [])  # nothing sent; the queue is declared below
-        kombu.Queue(topic, kombu.Exchange(""), routing_key=topic, durable=True)(
-            connection.default_channel
-        ).declare()
-        producer = connection.Producer()
-        producer.publish(
-            pickled,
-            routing_key=topic,
-            content_type="application/x-python-serialize",
-            content_encoding="binary",
-        )
-        producer.publish(
-            body(LOG).decode(),
-            routing_key=topic,
-            content_type="application/x-yaml",
-            content_encoding="utf-8",
-        )
-        engine.drain(timeout=20)
-        letters = engine.transport.dead_letters(topic)
-    assert not sentinel.exists()
-    assert recorder.calls == 0
-    reasons = sorted(letter.reason for letter in letters)
-    assert reasons == [
-        "refused by the transport: content type 'application/x-python-serialize' is not "
-        "accepted (accepted: application/json)",
-        "refused by the transport: content type 'application/x-yaml' is not accepted "
-        "(accepted: application/json)",
-    ]
-    assert pickled in [letter.body for letter in letters]
 
 
 def test_a_consumer_that_raised_never_ends_the_worker(
@@ -622,17 +576,8 @@ def test_password_never_appears_in_reprs_errors_or_logs(
 
 
 def run_briefly(engine: KombuEngine, timeout: float = 20.0) -> BaseException | None:
-    """Run the engine in a thread until it returns by itself (or ``timeout``); what it raised."""
-    raised: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            engine.run()
-        except BaseException as exc:  # handed to the test
-            raised.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    """Run the engine until it returns by itself (or ``timeout``); what it raised."""
+    thread, raised = run_in_thread(engine)
     thread.join(timeout)
     engine.stop()
     thread.join(10)

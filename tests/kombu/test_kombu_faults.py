@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu_helpers import LOG, body, require_rabbitmqctl, unacked, wait_for
+from kombu_helpers import LOG, body, require_rabbitmqctl, run_in_thread, unacked, wait_for
 from kombu_proxy import Proxy
 
 from balog.consumers import Consumer, ConsumerHub
@@ -57,20 +57,6 @@ class Recorder:
             return list(self.seen)
 
 
-def start(engine: KombuEngine) -> tuple[threading.Thread, list[BaseException]]:
-    failures: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            engine.run()
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, failures
-
-
 def engine_for(url: str, topic: str, recorder: Recorder, **options: Any) -> KombuEngine:
     return KombuEngine(
         ConsumerHub([Consumer(recorder, topic)]),
@@ -90,7 +76,7 @@ def test_a_silently_dead_amqp_connection_is_noticed_and_replaced(
     recorder = Recorder()
     engine = engine_for(proxied(amqp_proxy, rabbitmq_url), unique_name, recorder, heartbeat=1.0)
     direct = KombuTransport(rabbitmq_url)
-    thread, failures = start(engine)
+    thread, failures = run_in_thread(engine)
     try:
         direct.send(unique_name, [body(LOG, ident="before")])
         assert wait_for(lambda: recorder.ids() == ["before"])
@@ -117,7 +103,7 @@ def test_stop_returns_promptly_on_a_silently_dead_connection(
     recorder = Recorder()
     engine = engine_for(proxied(amqp_proxy, rabbitmq_url), unique_name, recorder)
     direct = KombuTransport(rabbitmq_url)
-    thread, _ = start(engine)
+    thread, _ = run_in_thread(engine)
     try:
         direct.send(unique_name, [body(LOG, ident="one")])
         assert wait_for(lambda: recorder.ids() == ["one"])
@@ -145,7 +131,7 @@ def test_a_handler_longer_than_two_heartbeats_keeps_its_connection(
     recorder = Recorder()
     recorder.hold["slow"] = 5.0
     engine = engine_for(rabbitmq_url, unique_name, recorder, heartbeat=1.0, concurrency=2)
-    thread, failures = start(engine)
+    thread, failures = run_in_thread(engine)
     try:
         engine.transport.send(unique_name, [body(LOG, ident="slow")])
         assert wait_for(lambda: recorder.ids() == ["slow"], timeout=30)
@@ -186,7 +172,7 @@ def test_consumer_connections_reset_mid_run_ledger(
     producer = KombuTransport(url, transport_options=options)
     sent = [f"e{i:04d}" for i in range(300)]
     resets = 0
-    thread, failures = start(engine)
+    thread, failures = run_in_thread(engine)
     try:
         for start_at in range(0, len(sent), 50):
             producer.send(unique_name, [body(LOG, ident=i) for i in sent[start_at : start_at + 50]])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,28 +64,6 @@ def dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def redis_user(redis_url: str, unique_name: str) -> Iterator[tuple[str, str]]:
-    """A Redis ACL user of this test only, with a password: (name, password)."""
-    import redis
-
-    name, password = unique_name, "pw-" + uuid.uuid4().hex
-    client = redis.Redis.from_url(redis_url)
-    client.acl_setuser(
-        name,
-        enabled=True,
-        passwords=[f"+{password}"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all"],
-    )
-    try:
-        yield name, password
-    finally:
-        client.acl_deluser(name)
-        client.close()
 
 
 # -- what the transport reports -------------------------------------------------------------
@@ -266,16 +243,6 @@ def test_verify_finds_a_refused_login_at_once(rabbitmq_url: str) -> None:
     assert refused.value.fatal
     assert "ACCESS_REFUSED" in str(refused.value)
     assert time.monotonic() - started < 3.0
-    transport.close()
-
-
-def test_verify_finds_a_refused_redis_password(redis_url: str, redis_user: tuple[str, str]) -> None:
-    """A wrong Redis password (an ACL user's) is an AuthenticationError (fatal) from verify()."""
-    name, _ = redis_user
-    transport = KombuTransport(redis_url.replace("redis://", f"redis://{name}:wrong@"))
-    with pytest.raises(AuthenticationError) as refused:
-        transport.verify("t-verify-redis-login")
-    assert refused.value.fatal
     transport.close()
 
 
