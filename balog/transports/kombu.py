@@ -76,7 +76,6 @@ from balog.transports.base import DeadLetter, Delivery, Transport, dead_letter_h
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
-    "DEFAULT_HEARTBEAT",
     "DELAY_QUEUE_INFIX",
     "KombuTransport",
     "is_redis_url",
