@@ -1,7 +1,13 @@
-"""Configuration for the ``balog`` command: a file, ``BALOG_*`` variables and the command line.
+"""One configuration for both sides: the ``balog`` command, and a library that produces or consumes.
 
-Precedence, highest first: command line, environment, file, defaults. Each key is taken from the
-highest layer that sets it; engine options merge key by key the same way.
+:func:`load_config` merges, for each key, the highest layer that sets it (engine options merge key
+by key the same way):
+
+1. the command line (``values``, ``options``, ``settings``: what ``balog`` passes from argparse);
+2. ``BALOG_*`` environment variables;
+3. the file or mapping: ``source``, else the file named by ``BALOG_CONFIG``, else ``balog.toml``
+   in the current directory when there is one;
+4. defaults: the engine :data:`balog.engines.DEFAULT_ENGINE`, nothing else.
 
 A TOML file (``tomllib`` on Python 3.11+, the ``tomli`` package on 3.10)::
 
@@ -18,8 +24,8 @@ A TOML file (``tomllib`` on Python 3.11+, the ``tomli`` package on 3.10)::
     [api.sqs]            # everything in the file is also handed to the operator factory,
     queue_env = "prod"   # flattened: settings["api.sqs.queue_env"] == "prod"
 
-An INI file with Paste/Pyramid-style flat keys, in ``[app:main]`` or ``[balog]`` (or the section
-named after ``#``: ``production.ini#worker``)::
+An INI file with Paste/Pyramid-style flat keys in ``[app:main]`` (or the section named after
+``#``: ``production.ini#worker``), or balog's own keys in a ``[balog]`` section::
 
     [app:main]
     balog.engine = sqs
@@ -27,64 +33,65 @@ named after ``#``: ``production.ini#worker``)::
     balog.engine.wait = 20
     api.sqs.queue_env = prod
 
-Environment: ``BALOG_CONFIG`` (the file), ``BALOG_ENGINE``, ``BALOG_TRANSPORT``, ``BALOG_URL``,
-``BALOG_OPERATOR``, ``BALOG_CONCURRENCY``, ``BALOG_LOG_LEVEL`` and ``BALOG_OPTION_<NAME>`` (one
-engine option, its name lowercased). Other ``BALOG_*`` variables are ignored.
+Environment: ``BALOG_CONFIG`` (the file; set and empty: no file), ``BALOG_ENGINE``,
+``BALOG_TRANSPORT``, ``BALOG_URL``, ``BALOG_OPERATOR``, ``BALOG_CONCURRENCY``,
+``BALOG_LOG_LEVEL`` and ``BALOG_OPTION_<NAME>`` (one option, its name lowercased).
 
-Whenever configuration is shown, passwords in URLs and options whose names look secret are
-masked (:func:`mask_url`, :func:`mask_option`).
+A key balog does not know (in ``[balog]``, a ``balog.*`` INI key, a ``BALOG_*`` variable that is
+close to one of balog's) is a :class:`~balog.exceptions.ConfigurationError` naming the nearest
+valid one. Option names are not guessed here: the engine or transport that takes them refuses an
+unknown one. Whatever is shown of a configuration goes through :mod:`balog._secrets`.
 """
 
 from __future__ import annotations
 
 import configparser
 import dataclasses
+import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from balog._options import nearest
 from balog._plugins import coerce_option
+from balog._secrets import Scrubber, mask_options, mask_url
 from balog.exceptions import ConfigurationError
 
 __all__ = [
+    "DEFAULT_FILE",
     "ENV_PREFIX",
     "Config",
     "load_config",
-    "mask_option",
-    "mask_text",
-    "mask_url",
     "parse_assignment",
     "read_file",
 ]
 
 ENV_PREFIX = "BALOG_"
+DEFAULT_FILE = "balog.toml"
+"""Read from the current directory when no file is named (``--config``, ``BALOG_CONFIG``)."""
 
-_SCALAR_KEYS = ("engine", "transport", "url", "operator", "concurrency", "log_level")
-"""The keys every layer may set, besides ``options``."""
+KEYS = ("engine", "transport", "url", "operator", "concurrency", "log_level", "topic")
+"""The keys every layer may set, besides ``options`` and ``topic_vars``."""
 
-_ENV_NAMES = {key: ENV_PREFIX + key.upper() for key in _SCALAR_KEYS}
+_MAPPINGS = ("options", "topic_vars")
+"""The keys that hold a table of names: engine/transport options, the topic's variables."""
+
+_ENV_CONFIG = ENV_PREFIX + "CONFIG"
+_ENV_NAMES = {key: ENV_PREFIX + key.upper() for key in KEYS}
 _ENV_OPTION = ENV_PREFIX + "OPTION_"
+_ENV_TOPIC_VAR = ENV_PREFIX + "TOPIC_VAR_"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_WORDS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "credential",
-    "access_key",
-    "api_key",
-    "apikey",
-    "private_key",
-)
-MASK = "**"
+_OPTION_PREFIXES = ("engine", "options")
+"""``balog.engine.<name>`` and ``balog.options.<name>`` set an option in flat settings."""
+_TOPIC_VARS = "topic_vars"
 
 DEFAULT = "default"
 ENVIRONMENT = "environment"
 COMMAND_LINE = "command line"
+CURRENT_DIRECTORY = "current directory"
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -99,61 +106,25 @@ def parse_assignment(text: str, what: str = "option") -> tuple[str, str]:
     return key, value
 
 
-def _is_secret_name(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+def _unknown_key(
+    place: str, name: str, valid: Collection[str], hint: str = "", prefix: str = ""
+) -> ConfigurationError:
+    """The error for key ``prefix + name`` of ``place``, naming the nearest of ``valid``."""
+    guess = nearest(name, valid)
+    meant = f"; did you mean '{prefix}{guess}'?" if guess else ""
+    more = f"; {hint}" if hint and not guess else ""
+    known = ", ".join(prefix + k for k in sorted(valid))
+    return ConfigurationError(
+        f"unknown key '{prefix}{name}' in {place}{meant}{more} (balog's keys: {known})"
+    )
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password, and query values with secret-looking names, shown as ``**``.
-
-    ``amqp://guest:guest@host//`` becomes ``amqp://guest:**@host//``. Text that is not a URL is
-    returned unchanged.
-    """
-    if "://" not in url:
-        # "user:password@host" with no scheme: hide what follows the first ":" of the userinfo.
-        userinfo, at, host = url.rpartition("@")
-        if at and ":" in userinfo:
-            return f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-        return url
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        # Unparseable: keep the scheme, hide everything from there up to the last "@".
-        scheme, _, rest = url.partition("://")
-        _, at, tail = rest.rpartition("@")
-        return f"{scheme}://{MASK}@{tail}" if at else url
-    # Edit the text in place rather than re-assembling it: urlunsplit() would turn
-    # "sqlite:///file" into "sqlite:/file".
-    masked = url
-    if password is not None:
-        userinfo, _, hostinfo = parts.netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        masked = masked.replace(f"//{parts.netloc}", f"//{user}:{MASK}@{hostinfo}", 1)
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if any(_is_secret_name(k) for k, _ in pairs):
-            query = urlencode([(k, MASK if _is_secret_name(k) else v) for k, v in pairs], safe="*")
-            masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
-
-
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]*@")
-
-
-def mask_text(text: str) -> str:
-    """``text`` with the password of every URL in it shown as ``**`` (for error messages)."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-
-
-def mask_option(name: str, value: Any) -> Any:
-    """The value to show for option ``name``: ``**`` for secret names, URLs masked."""
-    if _is_secret_name(name) and value not in (None, ""):
-        return MASK
-    if isinstance(value, str):
-        return mask_url(value)
-    return value
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 # -- the merged result ------------------------------------------------------------------------
@@ -163,8 +134,14 @@ def mask_option(name: str, value: Any) -> Any:
 class Config:
     """The effective configuration, and where each value came from.
 
+    ``options`` go to the engine (and to the transport, for commands that build only that).
+    ``topic`` and ``topic_vars`` are the producer's (:func:`balog.configure`): the topic it sends
+    to, a template filled from ``topic_vars``.
     ``settings`` is the flat mapping handed to an operator factory (``factory(settings)``): every
-    key of the file (TOML tables flattened to dotted keys) plus ``--set KEY=VALUE``.
+    key of the file (TOML tables flattened to dotted keys) plus ``--set KEY=VALUE`` and the
+    effective ``balog.<key>`` values. ``sources`` says which layer set each key (``"option:NAME"``
+    for options, ``"file"`` for how the file was found); ``origins`` names it as the user wrote it
+    (``--url``, ``BALOG_OPTION_WAIT``, ``wait in [balog.options] of balog.toml``).
     """
 
     engine: str
@@ -173,16 +150,29 @@ class Config:
     operator: str | None = None
     concurrency: int | None = None
     log_level: str | None = None
+    topic: str | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    topic_vars: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
     file: str | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"Config(engine={self.engine!r}, transport={self.transport!r}, "
+            f"url={mask_url(self.url) if self.url else None!r}, "
+            f"options={mask_options(self.options)!r}, file={self.file!r})"
+        )
 
     @property
     def transport_name(self) -> str:
         """The transport of ``send`` and ``dead-letters``: ``transport``, else the engine's."""
         return self.transport or self.engine
+
+    def origin(self, key: str) -> str | None:
+        """Where ``key`` (or ``"option:NAME"``) was set, as the user wrote it; ``None``: unset."""
+        return self.origins.get(key)
 
     def engine_options(self, url_key: str = "url") -> dict[str, Any]:
         """Options for the engine: ``options``, and the url under ``url_key`` when one is set."""
@@ -202,52 +192,73 @@ class Config:
             options[url_key] = self.url
         return options
 
+    def transport_kwargs(self) -> dict[str, Any]:
+        """The keywords to build this configuration's transport with (``balog send``, the
+        producer): the transport's own options and any unknown one (to be reported, never
+        dropped), not the engine's alone (``wait``, ``lease``, ``concurrency``, ...); the URL
+        under the name the transport takes it by."""
+        from balog import _plugins
+
+        factory = _plugins.load(_plugins.TRANSPORTS, self.transport_name)
+        names, _ = _plugins.parameters(factory)
+        engine_only = _plugins.engine_only_options(self.engine)
+        return self.transport_options(
+            lambda option: option in names or option not in engine_only,
+            _plugins.url_key(factory),
+        )
+
+    def scrubber(self) -> Scrubber:
+        """A :class:`~balog._secrets.Scrubber` of this configuration's secrets, for free text."""
+        known = dict(self.options)
+        if self.url is not None:
+            known["url"] = self.url
+        return Scrubber.for_options(known)
+
     def describe(self) -> list[tuple[str, str, str]]:
         """``(key, shown value, source)`` rows, secrets masked, for printing."""
         rows: list[tuple[str, str, str]] = []
-        for key in _SCALAR_KEYS:
+        if self.file is not None:
+            rows.append(("file", self.file, self.sources.get("file", DEFAULT)))
+        for key in KEYS:
             value = getattr(self, key)
             if value is None:
                 continue
             shown = mask_url(value) if isinstance(value, str) else str(value)
             rows.append((key, shown, self.sources.get(key, DEFAULT)))
-        for name in sorted(self.options):
-            shown_value = mask_option(name, self.options[name])
-            rows.append(
-                (f"option {name}", _show(shown_value), self.sources.get(f"option:{name}", DEFAULT))
-            )
+        masked = mask_options(self.options)
+        for name in sorted(masked):
+            source = self.sources.get(f"option:{name}", DEFAULT)
+            rows.append((f"option {name}", _show(masked[name]), source))
         return rows
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a JSON-able mapping, secrets masked."""
         out: dict[str, Any] = {}
-        for key in _SCALAR_KEYS:
+        for key in KEYS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = mask_url(value) if isinstance(value, str) else value
-        out["options"] = {k: mask_option(k, v) for k, v in sorted(self.options.items())}
+        out["options"] = dict(sorted(mask_options(self.options).items()))
         out["file"] = self.file
         out["sources"] = dict(sorted(self.sources.items()))
         return out
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-# -- files ------------------------------------------------------------------------------------
+# -- files and mappings -----------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class FileLayer:
-    """What a config file sets: balog's keys, engine options, and the flat settings."""
+    """What a config file or mapping sets: balog's keys, options, and the flat settings.
+
+    ``origins`` names each key (``"option:NAME"`` for options) as it is written there.
+    """
 
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    topic_vars: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _load_toml(path: str) -> dict[str, Any]:
@@ -280,22 +291,70 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _read_toml(path: str) -> FileLayer:
-    data = _load_toml(path)
+def _nested_layer(data: Mapping[str, Any], where: str) -> FileLayer:
+    """A TOML document, or a mapping of its shape: balog's keys in ``data["balog"]``."""
     layer = FileLayer(settings=_flatten(data))
     section = data.get("balog", {})
-    if not isinstance(section, dict):
-        raise ConfigurationError(f"{path}: 'balog' must be a table")
+    if not isinstance(section, Mapping):
+        raise ConfigurationError(f"{where}: 'balog' must be a table")
     for key, value in section.items():
         if key == "options":
-            if not isinstance(value, dict):
-                raise ConfigurationError(f"{path}: balog.options must be a table")
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"{where}: balog.options must be a table")
             for name, option in value.items():
-                layer.options[_option_name(name, path)] = option
-        elif key in _SCALAR_KEYS:
+                layer.options[_option_name(str(name), where)] = option
+                layer.origins[f"option:{name}"] = f"{name} in [balog.options] of {where}"
+        elif key == _TOPIC_VARS:
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"{where}: balog.topic_vars must be a table")
+            for name, var in value.items():
+                layer.topic_vars[_option_name(str(name), where)] = var
+                layer.origins[f"topic_var:{name}"] = f"{name} in [balog.topic_vars] of {where}"
+        elif key in KEYS:
             layer.values[key] = value
+            layer.origins[key] = f"{key} in [balog] of {where}"
         else:
-            layer.warnings.append(f"{path}: unknown key balog.{key} ignored")
+            raise _unknown_key(
+                f"[balog] of {where}",
+                str(key),
+                (*KEYS, *_MAPPINGS),
+                "engine and transport options go in [balog.options]",
+            )
+    return layer
+
+
+def _flat_layer(flat: Mapping[str, Any], where: str, label: str, *, bare: bool) -> FileLayer:
+    """Flat settings: ``balog.<key>``, ``balog.engine.<option>``; with ``bare``, also without
+    the ``balog.`` prefix (every key of a ``[balog]`` INI section is balog's). ``where`` starts
+    error messages; ``label`` says where a key is written (``"[app:main] of prod.ini"``)."""
+    layer = FileLayer(settings=dict(flat))
+    for key, raw in flat.items():
+        if key.startswith("balog."):
+            prefix, rest = "balog.", key[len("balog.") :]
+        elif bare:
+            prefix, rest = "", key
+        else:
+            continue
+        written = f"{key} in {label}"
+        head, dot, name = rest.partition(".")
+        if dot and head in _OPTION_PREFIXES:
+            option = _option_name(name, where)
+            layer.options[option] = coerce_option(raw, what=written)
+            layer.origins[f"option:{option}"] = written
+        elif dot and head == _TOPIC_VARS:
+            var = _option_name(name, where)
+            layer.topic_vars[var] = raw
+            layer.origins[f"topic_var:{var}"] = written
+        elif not dot and rest in KEYS:
+            layer.values[rest] = raw
+            layer.origins[rest] = written
+        elif dot and nearest(head, (*_OPTION_PREFIXES, _TOPIC_VARS)):
+            guess = nearest(head, (*_OPTION_PREFIXES, _TOPIC_VARS))
+            raise ConfigurationError(
+                f"unknown key {key!r} in {label}; did you mean '{prefix}{guess}.{name}'?"
+            )
+        else:
+            raise _unknown_key(label, rest, KEYS, f"an option is {prefix}engine.<option>", prefix)
     return layer
 
 
@@ -328,21 +387,7 @@ def _read_ini(path: str, section: str | None) -> FileLayer:
     name = _ini_section(parser, path, section)
     here = os.path.dirname(os.path.abspath(path))
     flat = {k: v.replace("%(here)s", here) for k, v in parser.items(name)}
-    layer = FileLayer(settings=dict(flat))
-    for key, raw in flat.items():
-        if not key.startswith("balog."):
-            continue
-        rest = key[len("balog.") :]
-        for prefix in ("engine.", "options."):
-            if rest.startswith(prefix):
-                layer.options[_option_name(rest[len(prefix) :], path)] = coerce_option(raw)
-                break
-        else:
-            if rest in _SCALAR_KEYS:
-                layer.values[rest] = raw
-            else:
-                layer.warnings.append(f"{path}: unknown key {key} ignored")
-    return layer
+    return _flat_layer(flat, path, f"[{name}] of {path}", bare=name == "balog")
 
 
 def _option_name(name: str, where: str) -> str:
@@ -361,12 +406,21 @@ def read_file(spec: str) -> FileLayer:
         if ext == ".toml":
             if section:
                 raise ConfigurationError(f"{path}: '#section' applies to INI files only")
-            return _read_toml(path)
+            return _nested_layer(_load_toml(path), path)
         if ext in {".ini", ".cfg", ".conf"}:
             return _read_ini(path, section or None)
     except OSError as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from exc
     raise ConfigurationError(f"config file {path}: use a .toml, .ini, .cfg or .conf file")
+
+
+def _mapping_layer(data: Mapping[str, Any]) -> FileLayer:
+    """A mapping given to :func:`load_config`: TOML-shaped when ``data["balog"]`` is a mapping,
+    else flat settings as a Pyramid app holds them (strings turned into values as from INI)."""
+    where = "the settings"
+    if isinstance(data.get("balog"), Mapping):
+        return _nested_layer(data, where)
+    return _flat_layer(_flatten(data), where, where, bare=False)
 
 
 # -- merging ----------------------------------------------------------------------------------
@@ -395,21 +449,73 @@ def _check_scalar(key: str, value: Any, where: str) -> Any:
     return value
 
 
-def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    values: dict[str, Any] = {}
-    options: dict[str, Any] = {}
-    for key, var in _ENV_NAMES.items():
-        raw = environ.get(var)
-        if raw is not None and raw != "":
-            values[key] = raw
+def _check_env_name(var: str) -> None:
+    """Refuse a ``BALOG_*`` variable that is a misspelling of one of balog's."""
+    if var == _ENV_CONFIG or var in _ENV_NAMES.values():
+        return
+    if var.startswith((_ENV_OPTION, _ENV_TOPIC_VAR)):
+        return
+    suffix = var[len(ENV_PREFIX) :]
+    known = [_ENV_CONFIG[len(ENV_PREFIX) :], *(k.upper() for k in KEYS)]
+    guess = nearest(suffix, known)
+    head, underscore, rest = suffix.partition("_")
+    if suffix == "OPTION" or (guess is None and underscore and nearest(head, ["OPTION"])):
+        meant = f"{_ENV_OPTION}{rest or '<NAME>'}"
+    elif guess is not None:
+        meant = ENV_PREFIX + guess
+    else:
+        return  # another program's variable that happens to share the prefix
+    names = [
+        _ENV_CONFIG,
+        *_ENV_NAMES.values(),
+        f"{_ENV_OPTION}<NAME>",
+        f"{_ENV_TOPIC_VAR}<NAME>",
+    ]
+    raise ConfigurationError(
+        f"environment variable {var} is not one of balog's; did you mean {meant}? "
+        f"(balog reads {', '.join(names)})"
+    )
+
+
+def _env_layer(environ: Mapping[str, str]) -> FileLayer:
+    layer = FileLayer()
     for var, raw in environ.items():
-        if var.startswith(_ENV_OPTION) and len(var) > len(_ENV_OPTION):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        _check_env_name(var)
+        if var.startswith(_ENV_OPTION):
+            if len(var) == len(_ENV_OPTION):
+                raise ConfigurationError(f"environment variable {var} names no option")
             name = _option_name(var[len(_ENV_OPTION) :].lower(), var)
-            options[name] = coerce_option(raw)
-    return values, options
+            layer.options[name] = coerce_option(raw, what=var)
+            layer.origins[f"option:{name}"] = var
+        elif var.startswith(_ENV_TOPIC_VAR):
+            if len(var) == len(_ENV_TOPIC_VAR):
+                raise ConfigurationError(f"environment variable {var} names no topic variable")
+            name = _option_name(var[len(_ENV_TOPIC_VAR) :].lower(), var)
+            layer.topic_vars[name] = raw
+            layer.origins[f"topic_var:{name}"] = var
+    for key, var in _ENV_NAMES.items():
+        value = environ.get(var)
+        if value:
+            layer.values[key] = value
+            layer.origins[key] = var
+    return layer
+
+
+def _find_file(env: Mapping[str, str]) -> tuple[str | None, str, str]:
+    """``(path or None, source, origin)`` of the file to read when the caller named none."""
+    named = env.get(_ENV_CONFIG)
+    if named is not None:
+        # Set but empty: read no file at all, not even ./balog.toml.
+        return (named or None), f"{ENVIRONMENT} {_ENV_CONFIG}", _ENV_CONFIG
+    if os.path.isfile(DEFAULT_FILE):
+        return DEFAULT_FILE, CURRENT_DIRECTORY, f"./{DEFAULT_FILE}"
+    return None, DEFAULT, ""
 
 
 def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
     *,
     file: str | None = None,
     values: Mapping[str, Any] | None = None,
@@ -418,12 +524,26 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     default_engine: str | None = None,
 ) -> Config:
-    """Merge defaults, the file, the environment and command-line ``values``/``options``.
+    """The effective configuration, as ``balog consume`` and ``balog.configure(config=...)`` use.
 
-    ``file`` defaults to ``BALOG_CONFIG``. ``options`` are ``KEY=VALUE`` strings (or a mapping),
-    ``settings`` ``KEY=VALUE`` strings added to the operator's settings. Raises
-    :class:`~balog.exceptions.ConfigurationError` naming the file, variable or argument at fault.
+    ``source`` is a config file path (``"prod.ini#worker"`` picks an INI section), a mapping
+    (TOML-shaped, ``{"balog": {"engine": ..., "options": {...}}, ...}``, or flat settings,
+    ``{"balog.engine": "sqs", "balog.engine.region": "us-west-2", ...}``), or a :class:`Config`,
+    returned as it is. Without one, the file is ``BALOG_CONFIG``'s, else ``./balog.toml`` when it
+    exists. ``file`` is the same as a path ``source``. The ``BALOG_*`` variables of ``environ``
+    (default :data:`os.environ`) override it; ``values`` (``{"engine": ..., "url": ...}``),
+    ``options`` (``KEY=VALUE`` strings or a mapping) and ``settings`` (``KEY=VALUE`` strings added
+    to the operator's settings) override both: they are the command line.
+
+    Raises :class:`~balog.exceptions.ConfigurationError` naming the file, variable, key or
+    argument at fault, and the nearest valid name for an unknown one.
     """
+    if isinstance(source, Config):
+        if file is not None or values or options or settings or environ is not None:
+            raise ConfigurationError("load_config() takes a Config alone, with no other argument")
+        return source
+    if source is not None and file is not None:
+        raise ConfigurationError("give load_config() a source or file=, not both")
     env = os.environ if environ is None else environ
     if default_engine is None:
         from balog.engines import DEFAULT_ENGINE
@@ -431,64 +551,89 @@ def load_config(
         default_engine = DEFAULT_ENGINE
     merged: dict[str, Any] = {"engine": default_engine}
     sources: dict[str, str] = {"engine": DEFAULT}
+    origins: dict[str, str] = {}
     merged_options: dict[str, Any] = {}
+    merged_topic_vars: dict[str, Any] = {}
     flat_settings: dict[str, Any] = {}
-    warnings: list[str] = []
 
-    path = file or env.get(ENV_PREFIX + "CONFIG") or None
-    if path:
-        layer = read_file(path)
-        where = f"file {path.partition('#')[0]}"
+    named = file if source is None else source
+    path: str | None = None
+    if isinstance(named, Mapping):
+        layer: FileLayer | None = _mapping_layer(named)
+        where = "settings"
+    else:
+        if named is not None:
+            path, sources["file"], origins["file"] = os.fspath(named), COMMAND_LINE, "--config"
+        else:
+            path, how, origins["file"] = _find_file(env)
+            if path:
+                sources["file"] = how
+        layer = read_file(path) if path else None
+        where = f"file {path.partition('#')[0]}" if path else ""
+    if layer is not None:
         for key, value in layer.values.items():
-            merged[key] = _check_scalar(key, value, path.partition("#")[0])
+            merged[key] = _check_scalar(key, value, layer.origins[key])
             sources[key] = where
         for name, value in layer.options.items():
             merged_options[name] = value
             sources[f"option:{name}"] = where
+        merged_topic_vars.update(layer.topic_vars)
+        origins.update(layer.origins)
         flat_settings.update(layer.settings)
-        warnings.extend(layer.warnings)
 
-    env_values, env_options = _env_layer(env)
-    for key, value in env_values.items():
+    env_layer = _env_layer(env)
+    for key, value in env_layer.values.items():
         merged[key] = _check_scalar(key, value, _ENV_NAMES[key])
         sources[key] = f"{ENVIRONMENT} {_ENV_NAMES[key]}"
-    for name, value in env_options.items():
+    for name, value in env_layer.options.items():
         merged_options[name] = value
         sources[f"option:{name}"] = f"{ENVIRONMENT} {_ENV_OPTION}{name.upper()}"
+    merged_topic_vars.update(env_layer.topic_vars)
+    origins.update(env_layer.origins)
 
     for key, value in (values or {}).items():
         if value is None:
             continue
-        if key not in _SCALAR_KEYS:
-            raise ConfigurationError(f"unknown configuration key {key!r}")
-        merged[key] = _check_scalar(key, value, f"--{key.replace('_', '-')}")
+        flag = f"--{key.replace('_', '-')}"
+        if key not in KEYS:
+            raise _unknown_key("load_config(values=...)", key, KEYS)
+        merged[key] = _check_scalar(key, value, flag)
         sources[key] = COMMAND_LINE
+        origins[key] = flag
     pairs = (
         options.items()
         if isinstance(options, Mapping)
-        else ((k, coerce_option(v)) for k, v in (parse_assignment(o, "--option") for o in options))
+        else (
+            (k, coerce_option(v, what=f"-o {k}"))
+            for k, v in (parse_assignment(o, "--option") for o in options)
+        )
     )
     for name, value in pairs:
         merged_options[_option_name(name, "--option")] = value
         sources[f"option:{name}"] = COMMAND_LINE
+        origins[f"option:{name}"] = f"-o {name}"
     for item in settings:
         key, value = parse_assignment(item, "--set")
         flat_settings[key] = value
 
+    origins.setdefault("engine", "the default engine")
     config = Config(
         engine=merged["engine"],
         options=merged_options,
+        topic_vars=merged_topic_vars,
         settings=flat_settings,
         sources=sources,
+        origins={k: v for k, v in origins.items() if v},
         file=path.partition("#")[0] if path else None,
-        warnings=warnings,
     )
-    for key in _SCALAR_KEYS:
+    for key in KEYS:
         if key != "engine" and key in merged:
             setattr(config, key, merged[key])
     # The operator sees the effective balog keys too, as a Pyramid app's settings would hold them.
-    for key in _SCALAR_KEYS:
+    for key in KEYS:
         value = getattr(config, key)
         if value is not None:
             config.settings[f"balog.{key}"] = value
+    for name, value in config.topic_vars.items():
+        config.settings[f"balog.topic_vars.{name}"] = value
     return config

@@ -12,19 +12,27 @@ The facility layer (``schema`` and ``header``) is checked against the JSON Schem
 schema's major version; the application layer (``payload``) is open content, checked only when a
 JSON Schema is registered for its ``cls_type``. Validation runs compiled validators
 (fastjsonschema); jsonschema is imported only to explain a failure.
+
+Events written in an older shape are brought to today's by *upcasters*, registered per
+``cls_type`` and schema version (:meth:`SchemaRegistry.register_upcaster`, or the
+``balog.upcasters`` entry point group). :meth:`SchemaRegistry.upcast` applies them after decoding
+and before routing; validation checks an old event in the shape its upcasters give it, so an old
+form they turn into today's is valid. Built in, for schema ``0.0.x`` (balog 1.x): metric values
+as numbers, and header timestamps in today's ISO 8601 form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import pkgutil
 import random
 import re
-from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from balog._text import clip
 from balog.exceptions import (
@@ -37,18 +45,29 @@ from balog.exceptions import (
     UnsupportedSchemaVersion,
 )
 
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+
 __all__ = [
+    "BUILTIN_UPCASTERS",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_SIZE",
     "FACILITY_VERSION",
+    "UPCASTER_GROUP",
     "EventDict",
     "SchemaRegistry",
+    "UpcastEvent",
+    "UpcastFunc",
+    "Upcaster",
     "decode",
     "default_registry",
     "dumps",
     "encode",
     "loads",
     "new_event",
+    "raw",
+    "timestamp",
+    "upcaster",
     "validate",
 ]
 
@@ -67,7 +86,14 @@ DEFAULT_MAX_DEPTH = 32
 PAYLOAD_SCHEMA_GROUP = "balog.payload_schemas"
 """Entry point group through which packages register payload schemas, named by cls_type."""
 
+UPCASTER_GROUP = "balog.upcasters"
+"""Entry point group through which packages register upcasters: each entry point resolves to an
+:class:`Upcaster`, or to an iterable of them."""
+
 Validator: TypeAlias = Callable[[Any], Any]
+
+UpcastFunc: TypeAlias = Callable[[EventDict], EventDict]
+"""An upcaster's function: given a private copy of an old event, return it in today's shape."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,12 +237,247 @@ def _major(version: str) -> int | None:
     return int(head)
 
 
+# -- upcasters ---------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _specifier(text: str) -> SpecifierSet:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier as exc:
+        raise ConfigurationError(f"invalid version specifier {text!r}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Upcaster:
+    """Brings events of ``cls_type`` written at a schema version in ``versions`` to today's shape.
+
+    ``cls_type`` ``None`` means every cls_type (an upcaster of the facility layer); ``versions`` is
+    a version specifier such as ``"<0.1"`` or ``">=0.1,<0.3"``. ``func`` receives a private copy
+    of the event (it may change it in place) and returns the event in today's shape, keeping
+    ``schema`` as it was. It should leave alone what it does not recognise, so that validation
+    reports it. ``name`` appears in errors; it defaults to the function's qualified name.
+    """
+
+    cls_type: str | None
+    versions: str
+    func: UpcastFunc
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cls_type is not None and (not isinstance(self.cls_type, str) or not self.cls_type):
+            raise ConfigurationError("an upcaster's cls_type must be a non-empty string or None")
+        if not isinstance(self.versions, str) or not self.versions.strip():
+            raise ConfigurationError("an upcaster's versions must be a version specifier string")
+        if not callable(self.func):
+            raise ConfigurationError(f"upcaster function {self.func!r} is not callable")
+        if not self.name:
+            func_name = getattr(self.func, "__qualname__", None) or repr(self.func)
+            module = getattr(self.func, "__module__", None)
+            object.__setattr__(self, "name", f"{module}.{func_name}" if module else func_name)
+
+    def applies_to(self, version: str, cls_type: Any) -> bool:
+        """True if this upcaster applies to an event of ``cls_type`` at schema ``version``."""
+        if self.cls_type is not None and self.cls_type != cls_type:
+            return False
+        parsed = _parse_version(version)
+        return parsed is not None and _specifier(self.versions).contains(parsed, prereleases=True)
+
+    def __call__(self, event: EventDict) -> EventDict:
+        return self.func(event)
+
+
+def upcaster(cls_type: str | None, versions: str) -> Callable[[UpcastFunc], Upcaster]:
+    """Declare a function an :class:`Upcaster`, for an entry point or
+    :meth:`SchemaRegistry.add_upcaster`::
+
+        @upcaster("order.paid", versions="<0.2")
+        def amount_in_cents(event):
+            payload = event["payload"]
+            payload["amount"] = round(payload.pop("amount_dollars") * 100)
+            return event
+    """
+
+    def declare(func: UpcastFunc) -> Upcaster:
+        return Upcaster(cls_type, versions, func)
+
+    return declare
+
+
+class UpcastEvent(dict[str, Any]):
+    """An event an upcaster changed: a plain event dict, with the event as decoded in ``raw``."""
+
+    __slots__ = ("raw",)
+
+    raw: EventDict
+
+
+def raw(event: EventDict) -> EventDict:
+    """The event as it was decoded, before any upcaster: ``event.raw``, or ``event`` itself."""
+    original: EventDict = getattr(event, "raw", event)
+    return original
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_version(text: str) -> Any:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _copy_event(event: EventDict) -> Any:
+    """A copy of a decoded event that an upcaster may change freely.
+
+    Written and read again as JSON: several times faster than walking it in Python, and exact
+    for what :func:`decode` returns (no NaN, no tuples); anything else is copied by walking.
+    """
+    try:
+        return loads(dumps(event))
+    except (TypeError, ValueError, OverflowError):
+        return _copy_tree(event)
+
+
+def _copy_tree(value: Any) -> Any:
+    """A copy of a JSON-like value: new dicts and lists all the way down."""
+    if isinstance(value, dict):
+        return {k: _copy_tree(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_tree(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
+
+
+def _colander_float(value: Any) -> Any:
+    """A metric value as balog 1.x read it (``colander.Float``), or ``value`` unchanged.
+
+    It took numbers and booleans, and any string Python's ``float()`` reads (``"1234.0"``,
+    ``" 12 "``, ``"1e3"``, ``"nan"``, ``"inf"``, ``"-Infinity"``), except the empty string.
+    Python 2's ``float()`` knew no ``_`` digit separators, so neither does this.
+    """
+    if isinstance(value, (bool, int, float)):
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a float stays as it is
+            return value
+    if isinstance(value, str) and value.strip() and "_" not in value:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _upcast_metrics_0_0(event: EventDict) -> EventDict:
+    """balog 1.x wrote metric values as strings (``str(float(value))``) and read them back as
+    floats: consumers get floats, ``nan`` and ``inf`` included."""
+    payload = event.get("payload")
+    values = payload.get("values") if isinstance(payload, dict) else None
+    if isinstance(values, list):
+        for item in values:
+            if isinstance(item, dict) and "value" in item:
+                item["value"] = _colander_float(item["value"])
+    return event
+
+
+_TODAY_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}:?[0-9]{2})"
+)
+# What balog 1.x read as a timestamp (colander.DateTime, through the iso8601 package): a year,
+# then optionally month, day, a separator, hours and minutes, seconds, a fraction and an offset;
+# no offset meant UTC.
+_LENIENT_TIMESTAMP = re.compile(
+    r"([0-9]{4})(?:-([0-9]{1,2})(?:-([0-9]{1,2})(?:.([0-9]{2}):([0-9]{2})"
+    r"(?::([0-9]{2})(?:\.([0-9]+))?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?)?)?"
+)
+
+
+def _parse_timestamp(text: str) -> datetime | None:
+    """``text`` read as balog 1.x read a timestamp, as an aware datetime; ``None`` if it cannot."""
+    match = _LENIENT_TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        zone = timezone.utc
+        if offset and offset != "Z":
+            digits = offset[1:].replace(":", "")
+            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            zone = timezone(-delta if offset[0] == "-" else delta)
+        return datetime(
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0")[:6].ljust(6, "0")),
+            tzinfo=zone,
+        )
+    except (ValueError, OverflowError):
+        return None
+
+
+def timestamp(event: Mapping[str, Any]) -> datetime:
+    """The event's ``header.timestamp`` as an aware :class:`~datetime.datetime`.
+
+    balog 1.x handed consumers a datetime there; events carry an ISO 8601 string, and this reads
+    it (``Z``, ``+HHMM`` and up to nine fraction digits included, on every Python balog supports).
+    Raises :class:`~balog.exceptions.InvalidEvent` if there is none or it cannot be read.
+    """
+    header = event.get("header")
+    text = header.get("timestamp") if isinstance(header, Mapping) else None
+    parsed = _parse_timestamp(text) if isinstance(text, str) else None
+    if parsed is None:
+        raise InvalidEvent("not an ISO 8601 timestamp", field="header.timestamp")
+    return parsed
+
+
+def _upcast_header_0_0(event: EventDict) -> EventDict:
+    """balog 1.x read more timestamp forms than today's schema allows (no offset, no seconds,
+    a date alone): write those as today's ISO 8601; and ``composition`` as a boolean, as it read
+    it."""
+    header = event.get("header")
+    if not isinstance(header, dict):
+        return event
+    stamp = header.get("timestamp")
+    if isinstance(stamp, str) and not _TODAY_TIMESTAMP.fullmatch(stamp):
+        parsed = _parse_timestamp(stamp)
+        if parsed is not None:
+            header["timestamp"] = parsed.isoformat()
+    if "composition" in header and not isinstance(header["composition"], bool):
+        value = header["composition"]
+        if value is not None:
+            header["composition"] = str(value).lower() not in ("false", "0")
+    return event
+
+
+BUILTIN_UPCASTERS: tuple[Upcaster, ...] = (
+    Upcaster(None, "<0.1", _upcast_header_0_0, "balog 0.0.x header"),
+    Upcaster("metrics", "<0.1", _upcast_metrics_0_0, "balog 0.0.x metrics"),
+)
+"""The upcasters every registry starts with: schema ``0.0.x``, written by balog 1.x."""
+
+_NO_UPCASTERS: tuple[Upcaster, ...] = ()
+
+_FacilityEntry: TypeAlias = tuple[Validator, dict[str, Any], tuple[Upcaster, ...] | None]
+"""A schema version's facility validator, its schema, and its upcasters (``None``: none)."""
+
+
 class SchemaRegistry:
     """The facility schemas by major version and the payload schemas by ``cls_type``.
 
     Compiled validators are cached per schema. Payload schemas come from :meth:`register` and from
     the ``balog.payload_schemas`` entry point group (an entry point named by the cls_type that
     resolves to a schema mapping, or to a callable returning one), loaded on first use.
+
+    It also holds the upcasters (:meth:`add_upcaster`, the ``balog.upcasters`` entry point group,
+    and :data:`BUILTIN_UPCASTERS`), applied by :meth:`upcast` and, before validating an old
+    event, by :meth:`validate`.
     """
 
     def __init__(self, *, load_entry_points: bool = True) -> None:
@@ -224,19 +485,25 @@ class SchemaRegistry:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every schema registered since the registry was built; keep the built-ins.
-        Entry point schemas are loaded again on next use."""
+        """Forget every schema and upcaster added since the registry was built; keep the
+        built-ins. Entry point schemas and upcasters are loaded again on next use."""
         self._facility: dict[int, dict[str, Any]] = {0: _load_schema("facility-0.json")}
         self._payload: dict[str, dict[str, Any]] = {
             "log": _load_schema("payload-log.json"),
             "metrics": _load_schema("payload-metrics.json"),
         }
         self._compiled: dict[tuple[str, str | int], Validator] = {}
-        # The hot path: the facility validator by schema version string, and the payload
-        # validator (None: no schema) by cls_type, each found with one dict lookup.
-        self._by_version: dict[str, tuple[Validator, dict[str, Any]]] = {}
+        # The hot path: the facility validator (and the upcasters, None for none) by schema
+        # version string, and the payload validator (None: no schema) by cls_type, each found
+        # with one dict lookup.
+        self._by_version: dict[str, _FacilityEntry] = {}
         self._by_cls_type: dict[str, tuple[Validator, dict[str, Any]] | None] = {}
         self._entry_points_loaded = not self._load_entry_points
+        # Upcasters in the order they apply: built-in, then entry points, then added ones.
+        self._added_upcasters: list[Upcaster] = []
+        self._entry_point_upcasters: list[Upcaster] = []
+        self._upcaster_entry_points_loaded = not self._load_entry_points
+        self._upcasts: dict[str, tuple[Upcaster, ...] | None] = {}
 
     @property
     def supported_majors(self) -> tuple[int, ...]:
@@ -284,13 +551,139 @@ class SchemaRegistry:
             if ep.name not in self._payload:
                 self.register(ep.name, schema)
 
+    # -- upcasters ------------------------------------------------------------------------------
+
+    def add_upcaster(self, upcaster: Upcaster) -> None:
+        """Apply ``upcaster`` to the events it declares, after those added before it."""
+        if not isinstance(upcaster, Upcaster):
+            raise ConfigurationError(f"{upcaster!r} is not an Upcaster (see balog.events.upcaster)")
+        _specifier(upcaster.versions)  # a bad specifier fails here, not on the first old event
+        self._added_upcasters.append(upcaster)
+        self._upcasters_changed()
+
+    def register_upcaster(
+        self, cls_type: str | None, versions: str, func: UpcastFunc, *, name: str = ""
+    ) -> Upcaster:
+        """Bring events of ``cls_type`` (``None``: any) at schema ``versions`` (a specifier such
+        as ``"<0.1"``) to today's shape with ``func``; return the :class:`Upcaster` added."""
+        added = Upcaster(cls_type, versions, func, name)
+        self.add_upcaster(added)
+        return added
+
+    @property
+    def upcasters(self) -> tuple[Upcaster, ...]:
+        """Every upcaster, in the order they apply."""
+        self._ensure_upcaster_entry_points()
+        return (*BUILTIN_UPCASTERS, *self._entry_point_upcasters, *self._added_upcasters)
+
+    def _upcasters_changed(self) -> None:
+        self._upcasts.clear()
+        self._by_version.clear()
+
+    def _ensure_upcaster_entry_points(self) -> None:
+        if self._upcaster_entry_points_loaded:
+            return
+        self._upcaster_entry_points_loaded = True
+        from importlib import metadata
+
+        found: list[Upcaster] = []
+        for ep in sorted(metadata.entry_points(group=UPCASTER_GROUP), key=lambda e: e.name):
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"upcaster entry point {ep.name!r} ({ep.value}) failed to load: "
+                    f"{clip(str(exc))}"
+                ) from exc
+            items = [obj] if isinstance(obj, Upcaster) else obj
+            if not isinstance(items, Iterable) or not all(isinstance(u, Upcaster) for u in items):
+                raise ConfigurationError(
+                    f"upcaster entry point {ep.name!r} ({ep.value}) is not an Upcaster or an "
+                    "iterable of them"
+                )
+            for item in items:
+                _specifier(item.versions)
+                found.append(item)
+        self._entry_point_upcasters = found
+        self._upcasters_changed()
+
+    def _upcasters_for(self, version: Any) -> tuple[Upcaster, ...] | None:
+        """The upcasters whose versions contain ``version`` (``None``: none), cached."""
+        if not isinstance(version, str):
+            return None
+        found = self._upcasts.get(version, _NO_UPCASTERS)
+        if found is not _NO_UPCASTERS:
+            return found
+        self._ensure_upcaster_entry_points()
+        parsed = _parse_version(version)
+        matched = (
+            ()
+            if parsed is None
+            else tuple(
+                u
+                for u in self.upcasters
+                if _specifier(u.versions).contains(parsed, prereleases=True)
+            )
+        )
+        result = matched or None
+        if len(self._upcasts) < 1024:  # versions come off the wire: bound the cache
+            self._upcasts[version] = result
+        return result
+
+    def upcast(self, event: EventDict) -> EventDict:
+        """``event`` in today's shape: the upcasters for its schema version and cls_type applied.
+
+        Returns ``event`` itself, at the cost of one dict lookup, when none applies (every event
+        balog writes today); otherwise an :class:`UpcastEvent` whose ``raw`` is ``event``, left
+        unchanged. ``schema`` keeps the version the event was written with, so consumers routed
+        by version see it. An upcaster that fails raises
+        :class:`~balog.exceptions.InvalidEvent`.
+        """
+        try:
+            found = self._upcasts[event["schema"]]
+        except (KeyError, TypeError):
+            found = self._upcasters_for(event.get("schema"))
+        if found is None:
+            return event
+        return self._apply_upcasters(found, event)
+
+    def _apply_upcasters(self, found: tuple[Upcaster, ...], event: EventDict) -> EventDict:
+        if isinstance(event, UpcastEvent):
+            return event  # upcast already
+        payload = event.get("payload")
+        cls_type = payload.get("cls_type") if isinstance(payload, dict) else None
+        steps = [u for u in found if u.cls_type is None or u.cls_type == cls_type]
+        if not steps:
+            return event
+        version = event.get("schema")
+        current: Any = _copy_event(event)
+        for step in steps:
+            try:
+                current = step.func(current)
+            except Exception as exc:
+                raise InvalidEvent(
+                    f"upcaster {step.name} failed: {clip(f'{type(exc).__name__}: {exc}')}"
+                ) from exc
+            if not isinstance(current, dict):
+                raise InvalidEvent(
+                    f"upcaster {step.name} returned {type(current).__name__}, not an event"
+                )
+            if current.get("schema") != version:
+                raise InvalidEvent(
+                    f"upcaster {step.name} changed the schema version; it must keep it",
+                    field="schema",
+                )
+        upcast = UpcastEvent(current)
+        upcast.raw = event
+        return upcast
+
     def _validator(self, kind: str, key: str | int, schema: Mapping[str, Any]) -> Validator:
         compiled = self._compiled.get((kind, key))
         if compiled is None:
             compiled = self._compiled[(kind, key)] = _compile(schema)
         return compiled
 
-    def _facility_for(self, version: str) -> tuple[Validator, dict[str, Any]]:
+    def _facility_for(self, version: str) -> _FacilityEntry:
         major = _major(version)
         facility = None if major is None else self._facility.get(major)
         if facility is None:
@@ -299,7 +692,11 @@ class SchemaRegistry:
                 f"version {clip(version, 40)!r} is not supported (balog reads {supported})",
                 field="schema",
             )
-        found = (self._validator("facility", major, facility), facility)  # type: ignore[arg-type]
+        found = (
+            self._validator("facility", major, facility),  # type: ignore[arg-type]
+            facility,
+            self._upcasters_for(version),
+        )
         if len(self._by_version) < 1024:  # versions come off the wire: bound the cache
             self._by_version[version] = found
         return found
@@ -319,6 +716,9 @@ class SchemaRegistry:
         if not isinstance(version, str):
             raise InvalidEvent("missing or not a string", field="schema")
         facility = self._by_version.get(version) or self._facility_for(version)
+        if facility[2] is not None:
+            # An old event is valid if its upcasters turn it into a valid one of today's shape.
+            event = self._upcast_to_validate(facility, event)
         try:
             facility[0](event)
         except _compiled_error() as exc:
@@ -337,6 +737,19 @@ class SchemaRegistry:
         except _compiled_error() as exc:
             message, field = _explain(found[1], payload, "payload")
             raise InvalidPayload(message, field=field) from exc
+
+    def _upcast_to_validate(self, facility: _FacilityEntry, event: EventDict) -> EventDict:
+        try:
+            return self._apply_upcasters(facility[2] or (), event)
+        except InvalidEvent:
+            # An upcaster that trips over a malformed event: report what the schema says is
+            # wrong with it, if anything, rather than the upcaster's failure.
+            try:
+                facility[0](event)
+            except _compiled_error() as exc:
+                message, field = _explain(facility[1], event, "")
+                raise InvalidEvent(message, field=field) from exc
+            raise
 
 
 @functools.lru_cache(maxsize=1)

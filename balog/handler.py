@@ -5,12 +5,19 @@ into it. A background thread encodes, validates and sends events in batches, ret
 transport a bounded number of times; what it cannot send is counted in :attr:`EventHandler.stats`
 and reported in balog's own log (logger ``balog.producer``), whose records are never turned into
 events.
+
+balog's own warnings are seen even where the application configured no handler that shows them:
+:data:`last_resort`, attached to the ``balog`` logger, writes a warning or error of balog's to
+stderr when no handler of the application would show it (as :data:`logging.lastResort` does when
+there is no handler at all; an :class:`EventHandler`, which never sends balog's own records, does
+not count). Give the ``balog`` logger a handler, or a level, to decide otherwise.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import inspect
 import logging
 import os
 import socket
@@ -24,12 +31,21 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from balog._options import unknown_option
 from balog._text import clip
 from balog.events import EventDict, SchemaRegistry, encode, new_event
-from balog.exceptions import EventError, MessageTooLarge, SendError
+from balog.exceptions import ConfigurationError, EventError, MessageTooLarge, SendError
 from balog.transports.base import Transport
 
-__all__ = ["EventFormatter", "EventHandler", "ProducerStats", "record_to_event"]
+__all__ = [
+    "EventFormatter",
+    "EventHandler",
+    "LastResortHandler",
+    "ProducerStats",
+    "last_resort",
+    "record_to_event",
+    "split_options",
+]
 
 logger = logging.getLogger("balog.producer")
 
@@ -63,6 +79,57 @@ def severity(levelno: int) -> str:
 
 def _is_own_record(record: logging.LogRecord) -> bool:
     return record.name == "balog" or record.name.startswith("balog.")
+
+
+class LastResortHandler(logging.Handler):
+    """Writes balog's own warnings to stderr when no handler of the application would show them.
+
+    Attached to the ``balog`` logger. For each record it walks the loggers the record propagates
+    through, as :meth:`logging.Logger.callHandlers` does; a handler whose level lets the record
+    through counts (a :class:`logging.NullHandler` too, the usual way to silence a library),
+    except an :class:`EventHandler`, which never sends balog's own records.
+    """
+
+    def __init__(self, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+
+    def shown_elsewhere(self, record: logging.LogRecord) -> bool:
+        """True if another handler on the record's way up would handle it."""
+        node: logging.Logger | None = logging.getLogger(record.name)
+        while node is not None:
+            for handler in node.handlers:
+                if handler is self or isinstance(handler, EventHandler):
+                    continue
+                if record.levelno >= handler.level:
+                    return True
+            if not node.propagate:
+                return False
+            node = node.parent
+        return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.shown_elsewhere(record):
+            return
+        try:
+            stream = sys.stderr
+            if stream is not None:  # pythonw, a daemon with stderr closed
+                stream.write(self.format(record) + "\n")
+                stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def attach(self) -> None:
+        """Attach to the ``balog`` logger, once (again after something removed it)."""
+        target = logging.getLogger("balog")
+        if self not in target.handlers:
+            target.addHandler(self)
+
+
+last_resort = LastResortHandler()
+"""The one :class:`LastResortHandler`, attached to the ``balog`` logger when balog is imported
+(and again by :func:`balog.testing.reset`)."""
+last_resort.attach()
 
 
 def record_to_event(record: logging.LogRecord) -> EventDict:
@@ -132,6 +199,40 @@ def _flush_at_exit() -> None:
         handler.close(timeout=handler.exit_timeout)
 
 
+def split_options(
+    transport: str | Transport, options: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keywords into :class:`EventHandler` options and options of ``transport``.
+
+    No guessing: a name :class:`EventHandler` takes is the handler's; any other must be a
+    parameter of the transport class registered as ``transport`` (read from its signature), or it
+    is a :class:`~balog.exceptions.ConfigurationError` naming the nearest valid name. A transport
+    option that shares a handler option's name (kombu's ``max_retries``) goes in
+    ``transport_options``. A transport instance takes no options.
+    """
+    handler_names = _HANDLER_OPTIONS
+    handler_options = {k: v for k, v in options.items() if k in handler_names}
+    rest = {k: v for k, v in options.items() if k not in handler_names}
+    if not rest:
+        return handler_options, {}
+    if isinstance(transport, Transport):
+        name = next(iter(rest))
+        error = unknown_option("EventHandler", name, handler_names)
+        raise ConfigurationError(
+            f"{error}; options for the transport need a transport name, not an instance"
+        )
+    from balog import _plugins
+
+    params, takes_any = _plugins.parameters(_plugins.load(_plugins.TRANSPORTS, transport))
+    if not takes_any:
+        for name in rest:
+            if name not in params:
+                raise unknown_option(
+                    f"EventHandler on transport {transport!r}", name, [*handler_names, *params]
+                )
+    return handler_options, rest
+
+
 class EventHandler(logging.Handler):
     """A logging handler that sends balog events to a transport topic.
 
@@ -151,6 +252,9 @@ class EventHandler(logging.Handler):
 
         {"class": "balog.EventHandler", "transport": "sqs", "topic": "events-{env}",
          "topic_vars": {"env": "prod"}, "transport_options": {"region": "us-west-2"}}
+
+    Transport options may also be given as keywords (``region="us-west-2"``): see
+    :func:`split_options`, which refuses any keyword neither the handler nor the transport takes.
     """
 
     def __init__(
@@ -171,12 +275,19 @@ class EventHandler(logging.Handler):
         validate: bool = True,
         registry: SchemaRegistry | None = None,
         exit_timeout: float = 5.0,
+        **options: Any,
     ) -> None:
         from balog.transports import create_transport
 
+        _, keyword_options = split_options(transport, options)
+        merged = dict(transport_options or {})
+        for name, value in keyword_options.items():
+            if name in merged:
+                raise ConfigurationError(f"transport option {name!r} given twice")
+            merged[name] = value
         # Built before logging.Handler.__init__ registers the handler for flushing at shutdown,
         # so that a transport that cannot be built leaves no half-made handler behind.
-        self.transport = create_transport(transport, **dict(transport_options or {}))
+        self.transport = create_transport(transport, **merged)
         super().__init__(level)
         self._owns_transport = not isinstance(transport, Transport)
         self.topic = topic.format(**dict(topic_vars or {}))
@@ -201,6 +312,7 @@ class EventHandler(logging.Handler):
         self._held_back: dict[str, tuple[float, int]] = {}
         self._last_report = 0.0
         self._reported_drops = 0
+        self._dropped_at_flush = 0
         self._thread = threading.Thread(target=self._run, name="balog-producer", daemon=True)
         self._thread.start()
         _live_handlers.add(self)
@@ -249,8 +361,27 @@ class EventHandler(logging.Handler):
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait until every event logged so far was handed to the transport (or dropped).
 
-        Returns ``False`` if ``timeout`` seconds passed first.
+        Returns ``False`` if ``timeout`` seconds passed first, or if any event was dropped since
+        the previous flush (buffer full, transport failing, invalid), which it says in balog's log
+        with the count.
         """
+        settled = self._wait(timeout)
+        stats = self._stats
+        dropped = stats.dropped - self._dropped_at_flush
+        self._dropped_at_flush += dropped
+        if dropped:
+            logger.warning(
+                "balog dropped %d event(s) since the previous flush (buffer full: %d, send "
+                "failed: %d, invalid: %d so far)",
+                dropped,
+                stats.dropped_full,
+                stats.dropped_failed,
+                stats.invalid,
+            )
+        return settled and not dropped
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait until every event logged so far was handed over or dropped; False on timeout."""
         target = self._stats.enqueued
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wake.set()
@@ -272,7 +403,7 @@ class EventHandler(logging.Handler):
         """Flush for up to ``timeout`` seconds, stop the sender and close an owned transport."""
         if self._closed:
             return
-        flushed = self.flush(timeout)
+        flushed = self._wait(timeout)
         self._closed = True
         self._closing = True
         # Out of time: the sender finishes the batch in hand (no more retries) and takes no
@@ -431,3 +562,9 @@ class EventHandler(logging.Handler):
             )
             self._reported_drops = dropped
             self._last_report = now
+
+
+_HANDLER_OPTIONS: tuple[str, ...] = tuple(
+    name for name in inspect.signature(EventHandler).parameters if name != "options"
+)
+"""The keywords :class:`EventHandler` takes itself."""

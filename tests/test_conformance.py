@@ -6,18 +6,21 @@ backend has an engine of its own).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from balog.consumers import ConsumerHub
 from balog.engines.base import Backoff, Engine
 from balog.engines.memory import MemoryEngine
+from balog.events import encode, new_event
 from balog.testing.conformance import TransportConformance
 from balog.transports.base import Transport
 from balog.transports.memory import MemoryBroker, MemoryTransport
@@ -66,6 +69,20 @@ class TestSQSTransport(TransportConformance):
         return SQSTransport(
             endpoint_url=self.endpoint, region="us-east-1", create_queues=True, retry_delay=0.01
         )
+
+    def push_foreign(self, transport: Transport, topic: str) -> bytes:
+        """A plain-text message with no balog attributes, sent the way ``aws sqs send-message``
+        sends one: one boto3 ``send_message`` call."""
+        import boto3
+
+        text = f"foreign message from the AWS CLI {uuid.uuid4().hex}"
+        client = boto3.client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
+        try:
+            url = client.create_queue(QueueName=topic)["QueueUrl"]
+            client.send_message(QueueUrl=url, MessageBody=text)
+        finally:
+            client.close()
+        return text.encode()
 
 
 class _Kombu(TransportConformance):
@@ -176,6 +193,31 @@ class TestRedisNative(TransportConformance):
         from balog.transports.redis import RedisTransport
 
         return RedisTransport(self.url, prefix=self.prefix)
+
+    def push_foreign(self, transport: Transport, topic: str) -> bytes:
+        """A bare event LPUSHed onto the ready list, as a client that knows only the list would
+        (with redis-cli where it is installed)."""
+        import redis
+
+        event = encode(new_event("foreign.redis", {"cls_type": "foreign", "n": 0}))
+        key = f"{self.prefix}q:{topic}"
+        cli = shutil.which("redis-cli")
+        if cli is not None:
+            host, port = urlsplit(self.url).hostname or "127.0.0.1", urlsplit(self.url).port
+            subprocess.run(
+                [cli, "-h", host, "-p", str(port or 6379), "-x", "LPUSH", key],
+                input=event,
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            return event
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.lpush(key, event)
+        finally:
+            client.close()
+        return event
 
     def make_engine(
         self, hub: ConsumerHub, transport: Transport, *, max_attempts: int, batch_size: int

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+from collections.abc import AsyncIterator, Iterator
+
 import pytest
 
 from balog.consumers import (
@@ -36,16 +41,19 @@ def _noop(event: dict) -> None:
         (None, "<1.0", _event("x", "1.0.0"), False),
         (None, ">=1.0.1,<2.0", _event("x", "1.0.0"), False),
         (None, ">=1.0.1,<2.0", _event("x", "1.5"), True),
-        (None, ("<0.1", ">=2.0"), _event("x", "0.0.1"), True),
-        (None, ("<0.1", ">=2.0"), _event("x", "1.0"), False),
-        (None, ("<0.1", ">=2.0"), _event("x", "2.1"), True),
+        (None, (">=1.0.1", "<2.0"), _event("x", "1.5"), True),
+        (None, (">=1.0.1", "<2.0"), _event("x", "2.0"), False),
+        (None, (">=1.0.1", "<2.0"), _event("x", "0.9"), False),
+        (None, (">=1.0.1", "<2.0"), _event("x", "1.0.0"), False),
+        (None, ("<0.1", ">=2.0"), _event("x", "0.0.1"), False),
         (None, "<1.0", _event("x", "not-a-version"), False),
         ("metrics", "<1.0", _event("metrics", "0.1.0"), True),
         ("metrics", "<1.0", _event("metrics", "1.1.0"), False),
     ],
 )
 def test_match_event(cls_type: object, version: object, event: dict, expected: bool) -> None:
-    """cls_type (single or tuple) and version (range or tuple of ranges) select events."""
+    """cls_type (single or tuple: any matches) and version (a specifier, or a tuple of them that
+    must all hold) select events."""
     consumer = Consumer(_noop, "t", cls_type=cls_type, version=version)  # type: ignore[arg-type]
     assert consumer.match_event(event) is expected
 
@@ -69,10 +77,13 @@ def test_bad_cls_type_fails_at_declaration(cls_type: object) -> None:
         consumer_config(topic="t", cls_type=cls_type)  # type: ignore[arg-type]
 
 
-def test_consumer_attributes_match_balog_0x() -> None:
-    """Consumer keeps func, topic, cls_type, version and a name, as balog 0.x did."""
+def test_consumer_attributes_match_balog_1x() -> None:
+    """Consumer keeps func, topic, and cls_type and version as tuples, as balog 1.x did; data
+    of the application goes in extra."""
 
-    @consumer_config(topic="events-{env}", cls_type="metrics", version="<1.0", owner="ops")
+    @consumer_config(
+        topic="events-{env}", cls_type="metrics", version="<1.0", extra={"owner": "ops"}
+    )
     def handler(event: dict) -> None:
         pass
 
@@ -82,11 +93,214 @@ def test_consumer_attributes_match_balog_0x() -> None:
     assert (consumer.func, consumer.topic, consumer.cls_type, consumer.version) == (
         handler,
         "events-{env}",
-        "metrics",
-        "<1.0",
+        ("metrics",),
+        ("<1.0",),
     )
-    assert consumer.name.endswith("handler")
+    assert consumer.name == f"{__name__}.test_consumer_attributes_match_balog_1x.<locals>.handler"
     assert consumer.extra == {"owner": "ops"}
+
+
+def test_none_stays_none_and_tuples_stay_tuples() -> None:
+    """cls_type and version left out are None; given as tuples they are kept as given."""
+    consumer = Consumer(_noop, "t", cls_type=("a", "b"), version=(">=1.0.1", "<2.0"))
+    assert (consumer.cls_type, consumer.version) == (("a", "b"), (">=1.0.1", "<2.0"))
+    assert (Consumer(_noop, "t").cls_type, Consumer(_noop, "t").version) == (None, None)
+
+
+def test_version_tuple_and_comma_mean_the_same() -> None:
+    """('>=1.0.1', '<2.0') and '>=1.0.1,<2.0' take exactly the same versions."""
+    as_tuple = Consumer(_noop, "t", version=(">=1.0.1", "<2.0"))
+    as_text = Consumer(_noop, "t", version=">=1.0.1,<2.0")
+    versions = ["0.9", "1.0", "1.0.1", "1.5", "1.999999", "2.0", "2.0.0", "2.1"]
+    assert [as_tuple.match_event({"schema": v}) for v in versions] == [
+        as_text.match_event({"schema": v}) for v in versions
+    ]
+    assert as_tuple.specifier == as_text.specifier
+
+
+@pytest.mark.parametrize(
+    ("keyword", "nearest"),
+    [("versoin", "version"), ("cls_types", "cls_type"), ("topik", "topic"), ("owner", None)],
+)
+def test_unknown_keyword_to_consumer_config_is_refused(keyword: str, nearest: str | None) -> None:
+    """A misspelt consumer_config keyword is an error at import naming the nearest valid one,
+    instead of a consumer that takes every event."""
+    kwargs = {"topic": "t", keyword: "order.paid"}
+    if keyword == "topik":
+        kwargs = {"topik": "t"}
+    with pytest.raises(ConfigurationError) as info:
+        consumer_config(**kwargs)
+    assert repr(keyword) in str(info.value)
+    if nearest is not None:
+        assert f"did you mean {nearest!r}" in str(info.value)
+
+
+def test_unknown_keyword_to_consumer_is_refused() -> None:
+    """Consumer itself refuses an unknown keyword, naming the nearest valid one."""
+    with pytest.raises(ConfigurationError, match="did you mean 'version'"):
+        Consumer(_noop, "t", versoin="<1.0")
+
+
+def test_consumer_config_without_topic_is_a_configuration_error() -> None:
+    """Forgetting the topic is a ConfigurationError, not a TypeError from deep inside."""
+    with pytest.raises(ConfigurationError, match="topic"):
+        consumer_config(cls_type="metrics")
+
+
+def test_extra_must_be_a_mapping() -> None:
+    """extra holds the application's data as a mapping; anything else is refused."""
+    with pytest.raises(ConfigurationError, match="extra must be a mapping"):
+        consumer_config(topic="t", extra=["owner"])
+
+
+def test_consumer_cls_builds_the_consumer() -> None:
+    """consumer_config(consumer_cls=...) builds the consumer with that class, with its own
+    keywords, as balog 1.x did."""
+
+    class Prioritised(Consumer):
+        def __init__(self, func: object, topic: str, priority: int = 0, **kw: object) -> None:
+            super().__init__(func, topic, **kw)  # type: ignore[arg-type]
+            self.priority = priority
+
+    @consumer_config("t", consumer_cls=Prioritised, priority=5, cls_type="metrics")
+    def handler(event: dict) -> None:
+        pass
+
+    (consumer,) = _declared(handler)
+    assert isinstance(consumer, Prioritised)
+    assert (consumer.priority, consumer.cls_type) == (5, ("metrics",))
+
+
+def _declared(func: object) -> list[Consumer]:
+    hub = ConsumerHub()
+    hub.add_consumer(func)  # type: ignore[arg-type]
+    return hub.consumers
+
+
+def test_consumer_cls_unknown_keyword_is_refused() -> None:
+    """A keyword neither the consumer class nor Consumer takes is refused at declaration."""
+
+    class Strict(Consumer):
+        def __init__(self, func: object, topic: str, priority: int = 0) -> None:
+            super().__init__(func, topic)  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigurationError, match="did you mean 'priority'"):
+        consumer_config("t", consumer_cls=Strict, priorty=1)
+
+    class Passing(Consumer):
+        def __init__(self, func: object, topic: str, **kw: object) -> None:
+            super().__init__(func, topic, **kw)  # type: ignore[arg-type]
+
+    declare = consumer_config("t", consumer_cls=Passing, versoin="<1.0")
+    with pytest.raises(ConfigurationError, match="did you mean 'version'"):
+        declare(_noop)
+
+
+def test_consumer_cls_must_be_a_consumer() -> None:
+    """consumer_cls must build a Consumer, which the hub and engines rely on."""
+    with pytest.raises(ConfigurationError, match=r"subclass of balog\.consumers\.Consumer"):
+        consumer_config("t", consumer_cls=dict)  # type: ignore[arg-type]
+
+
+async def _async_consumer(event: dict) -> None:
+    pass
+
+
+class _AsyncCallable:
+    async def __call__(self, event: dict) -> None:
+        pass
+
+
+class _SyncCallable:
+    def __call__(self, event: dict) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("func", "expected"),
+    [
+        (_noop, False),
+        (_async_consumer, True),
+        (functools.partial(_async_consumer), True),
+        (functools.partial(functools.partial(_async_consumer)), True),
+        (_AsyncCallable(), True),
+        (_SyncCallable(), False),
+        (functools.partial(_noop), False),
+        (print, False),
+    ],
+)
+def test_is_async(func: object, expected: bool) -> None:
+    """is_async is true for coroutine functions, partials of them and objects whose __call__ is
+    one; false for plain callables."""
+    assert Consumer(func, "t").is_async is expected  # type: ignore[arg-type]
+
+
+def _generator(event: dict) -> Iterator[None]:
+    yield None
+
+
+async def _async_generator(event: dict) -> AsyncIterator[None]:
+    yield None
+
+
+class _GeneratorCallable:
+    def __call__(self, event: dict) -> Iterator[None]:
+        yield None
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        (_generator, "generator function"),
+        (functools.partial(_generator), "generator function"),
+        (_GeneratorCallable(), "generator function"),
+        (_async_generator, "async generator function"),
+        ("not callable", "must be callable"),
+        (None, "must be callable"),
+    ],
+)
+def test_uncallable_or_generator_consumers_are_refused(func: object, message: str) -> None:
+    """A generator (whose body would never run) or a non-callable is refused when declared."""
+    with pytest.raises(ConfigurationError, match=message):
+        consumer_config(topic="t")(func)  # type: ignore[type-var]
+    with pytest.raises(ConfigurationError, match=message):
+        Consumer(func, "t")  # type: ignore[arg-type]
+
+
+def test_default_operator_returns_the_awaitable_of_an_async_consumer() -> None:
+    """process_event returns what the function returns: for async def, an awaitable that runs
+    the consumer when awaited."""
+    seen: list[dict] = []
+
+    async def handler(event: dict) -> str:
+        seen.append(event)
+        return "done"
+
+    consumer = Consumer(handler, "t")
+    result = DefaultConsumerOperator().process_event(consumer, {"x": 1})
+    assert inspect.isawaitable(result)
+    assert seen == []
+    assert asyncio.run(result) == "done"
+    assert seen == [{"x": 1}]
+
+
+def test_default_operator_class_works_as_an_operator() -> None:
+    """As in balog 1.x, the DefaultConsumerOperator class itself can be passed as the operator."""
+    seen: list[dict] = []
+    consumer = Consumer(seen.append, "topic-a")
+    assert isinstance(DefaultConsumerOperator, ConsumerOperator)
+    assert DefaultConsumerOperator.get_topic(consumer) == "topic-a"
+    DefaultConsumerOperator.process_event(consumer, {"x": 1})
+    assert seen == [{"x": 1}]
+
+
+def test_hub_consumers_is_the_hubs_list() -> None:
+    """hub.consumers is a plain list, as in balog 1.x: appending to it adds a consumer."""
+    hub = ConsumerHub()
+    consumer = Consumer(_noop, "t")
+    hub.consumers.append(consumer)
+    assert list(hub) == [consumer]
+    assert hub.route({"payload": {"cls_type": "x"}}) == [consumer]
 
 
 def test_scan_collects_a_nested_package() -> None:

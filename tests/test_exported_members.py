@@ -23,12 +23,64 @@ def test_top_level_exports() -> None:
             "EventHandler",
             "__version__",
             "configure",
+            "consumer_config",
             "flush",
             "get_logger",
         ]
     )
     for name in balog.__all__:
         assert hasattr(balog, name), name
+
+
+def test_balog_1x_top_level_names() -> None:
+    """balog.consumer_config, balog.consumers and balog.engines work after `import balog`, as
+    in balog 1.x, without `import balog` importing the consumer side; a misspelt name is still
+    an AttributeError."""
+    code = (
+        "import sys, balog\n"
+        "assert 'balog.consumers' not in sys.modules\n"
+        "from balog.consumers import consumer_config\n"
+        "assert balog.consumer_config is consumer_config\n"
+        "assert balog.engines.create_engine and balog.consumers.ConsumerHub\n"
+        "try:\n"
+        "    balog.confgure\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "module 'balog' has no attribute 'confgure'"
+
+
+def test_events_exports() -> None:
+    """balog.events' names, upcasters included."""
+    import balog.events
+
+    assert sorted(balog.events.__all__) == sorted(
+        [
+            "BUILTIN_UPCASTERS",
+            "DEFAULT_MAX_DEPTH",
+            "DEFAULT_MAX_SIZE",
+            "FACILITY_VERSION",
+            "UPCASTER_GROUP",
+            "EventDict",
+            "SchemaRegistry",
+            "UpcastEvent",
+            "UpcastFunc",
+            "Upcaster",
+            "decode",
+            "default_registry",
+            "dumps",
+            "encode",
+            "loads",
+            "new_event",
+            "raw",
+            "timestamp",
+            "upcaster",
+            "validate",
+        ]
+    )
+    for name in balog.events.__all__:
+        assert hasattr(balog.events, name), name
 
 
 def test_subpackage_exports() -> None:

@@ -181,13 +181,18 @@ def mutated_events(draw: st.DrawFn) -> Any:
 # -- the reference: jsonschema alone ----------------------------------------------------------
 
 
+UPCASTING = SchemaRegistry(load_entry_points=False)
+
+
 def reference_valid(event: Any) -> bool:
-    """What jsonschema says of ``event``, with the registry's own rules for picking schemas."""
+    """What jsonschema says of ``event``, with the registry's own rules for picking schemas; an
+    old event (schema 0.0.x) is judged in the shape its upcasters give it."""
     if not isinstance(event, dict) or not isinstance(event.get("schema"), str):
         return False
     head = event["schema"].split(".", 1)[0]
     if head != "0" and not (head.isdigit() and len(head) <= 9 and int(head) == 0):
         return False
+    event = UPCASTING.upcast(event)
     if not FACILITY_CHECK.is_valid(event):
         return False
     check = PAYLOAD_CHECKS.get(event["payload"]["cls_type"])
@@ -290,6 +295,26 @@ def test_metrics_value_schema_matches_its_former_any_of(value: Any) -> None:
     assert jsonschema.Draft7Validator(former).is_valid(value) == (
         jsonschema.Draft7Validator(current).is_valid(value)
     )
+
+
+legacy_values = st.one_of(
+    json_values,
+    st.sampled_from(["nan", "-inf", "Infinity", " 12 ", "1e3", "+1.5", "", "1_0", "12\n"]),
+)
+
+
+@SETTINGS
+@given(values=st.lists(legacy_values, max_size=4), schema=st.sampled_from(["0.0", "0.0.1"]))
+def test_legacy_metrics_agree_with_jsonschema_after_upcasting(
+    registry: SchemaRegistry, values: list[Any], schema: str
+) -> None:
+    """For balog 1.x metrics (schema 0.0.x), the fast path's verdict is jsonschema's verdict on
+    the event as its upcasters turn it."""
+    event = new_event(
+        "a.b", {"cls_type": "metrics", "values": [{"name": "n", "value": v} for v in values]}
+    )
+    event["schema"] = schema
+    assert reference_valid(copy.deepcopy(event)) == fast_valid(registry, event)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")

@@ -18,6 +18,7 @@ can cause ends in one line on stderr and a non-zero exit: 2 for bad arguments, 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -42,7 +43,8 @@ def _backend_options(parser: argparse.ArgumentParser, *, transport: bool) -> Non
     group.add_argument(
         "--config",
         metavar="FILE",
-        help="a .toml or .ini file (INI: FILE#SECTION picks the section); env BALOG_CONFIG",
+        help="a .toml or .ini file (INI: FILE#SECTION picks the section); env BALOG_CONFIG; "
+        "default ./balog.toml when there is one",
     )
     group.add_argument(
         "--engine",
@@ -66,7 +68,8 @@ def _backend_options(parser: argparse.ArgumentParser, *, transport: bool) -> Non
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="an engine/transport option (repeatable); env BALOG_OPTION_<KEY>",
+        help="an engine/transport option (repeatable); VALUE may be JSON ({...}, [...]); "
+        "env BALOG_OPTION_<KEY>",
     )
     group.add_argument(
         "--log-level",
@@ -121,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the consumers of packages until SIGTERM or Ctrl-C",
         description="Scan the packages for consumers and run them on the chosen engine until "
         "SIGTERM or Ctrl-C; then finish the events in progress and exit 0. A one-line status "
-        "goes to stderr periodically.",
+        "goes to stderr periodically. When the consumers cannot run (credentials refused, "
+        "backend unreachable, queue missing or declared otherwise), exit 1 with one line "
+        "naming the cause and the setting to change.",
     )
     consume.add_argument("packages", nargs="+", metavar="PACKAGE", help="a package or module")
     _backend_options(consume, transport=False)
@@ -259,7 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+_CONFIGURED = frozenset({"consume", "send", "dead-letters", "config", "describe"})
+"""The commands that read the configuration (file, ``BALOG_*``, arguments)."""
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, config: Any) -> int:
     if args.version:
         from balog import __version__
 
@@ -272,53 +281,77 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if command == "consume":
         from balog.cli.consume import run_consume
 
-        return run_consume(args)
+        return run_consume(args, config)
     if command == "send":
         from balog.cli.send import run_send
 
-        return run_send(args)
+        return run_send(args, config)
     if command == "dead-letters":
         from balog.cli.deadletters import run_dead_letters
 
-        return run_dead_letters(args)
+        return run_dead_letters(args, config)
     from balog.cli import info as commands
 
-    runners: dict[str, Any] = {
-        "plugins": commands.run_plugins,
-        "validate": commands.run_validate,
-        "describe": commands.run_describe,
-        "config": commands.run_config,
-    }
+    if command in _CONFIGURED:
+        runner = commands.run_describe if command == "describe" else commands.run_config
+        return int(runner(args, config))
+    runners: dict[str, Any] = {"plugins": commands.run_plugins, "validate": commands.run_validate}
     return int(runners[command](args))
+
+
+def _import_from_current_directory() -> None:
+    """Let every command import packages from the current directory, as ``python -m`` does.
+
+    The console script's ``sys.path`` starts with its own directory instead. Python's
+    ``-P`` / ``PYTHONSAFEPATH`` (3.11+) keeps the current directory out, here too.
+    """
+    if getattr(sys.flags, "safe_path", False):
+        return
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _debug_detail(exc: BaseException, scrub: Any) -> None:
+    import traceback
+
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    print(f"balog: debug: the error in full:\n{scrub(detail).rstrip()}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``balog`` command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _import_from_current_directory()
+    config = None
     try:
-        return _run(args, parser)
+        if args.command in _CONFIGURED and not args.version:
+            from balog.cli._common import config_from_args
+
+            config = config_from_args(args)
+        return _run(args, parser, config)
     except KeyboardInterrupt:
         print("balog: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``balog plugins | head``): say nothing more, and point stdout at
         # the null device so that the interpreter's final flush does not fail again.
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_ERROR
     except Exception as exc:
+        from balog._secrets import mask_text
+        from balog.cli._common import explain
         from balog.exceptions import BalogError
 
         if getattr(args, "traceback", False) and not isinstance(exc, BalogError):
             raise
-        from balog._text import clip
-        from balog.config import mask_text
-
-        kind = "error" if isinstance(exc, BalogError | OSError) else "unexpected error"
-        text = str(exc) if isinstance(exc, BalogError) else f"{type(exc).__name__}: {exc}"
-        hint = "" if isinstance(exc, BalogError | OSError) else " (--traceback shows where)"
-        print(f"balog: {kind}: {clip(mask_text(text), 500)}{hint}", file=sys.stderr)
+        level = getattr(config, "log_level", None) or getattr(args, "log_level", None)
+        if level == "DEBUG":
+            _debug_detail(exc, config.scrubber() if config is not None else mask_text)
+        known = isinstance(exc, BalogError | OSError)
+        hint = "" if known else " (--traceback shows where)"
+        kind = "error" if known else "unexpected error"
+        print(f"balog: {kind}: {explain(exc, config)}{hint}", file=sys.stderr)
         return EXIT_ERROR

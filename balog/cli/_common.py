@@ -4,38 +4,39 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
+import json
 import logging
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from balog._secrets import is_secret_name, mask_options, mask_text, mask_url
 from balog._text import clip
-from balog.config import Config, load_config
-from balog.exceptions import ConfigurationError
+from balog.config import CURRENT_DIRECTORY, KEYS, Config, load_config
+from balog.exceptions import (
+    AuthenticationError,
+    BalogError,
+    ConfigurationError,
+    PluginError,
+    TopicMismatch,
+    TopicNotFound,
+    TransportConnectionError,
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def warn(message: str) -> None:
-    print(f"balog: warning: {clip(message, 500)}", file=sys.stderr)
-
-
 def config_from_args(args: argparse.Namespace) -> Config:
     """The effective configuration: these arguments over ``BALOG_*`` over the file."""
-    values = {
-        key: getattr(args, key, None)
-        for key in ("engine", "transport", "url", "operator", "concurrency", "log_level")
-    }
-    config = load_config(
+    values = {key: getattr(args, key, None) for key in KEYS}
+    return load_config(
         file=getattr(args, "config", None),
         values=values,
         options=getattr(args, "option", None) or (),
         settings=getattr(args, "settings", None) or (),
     )
-    for message in config.warnings:
-        warn(message)
-    return config
 
 
 def setup_logging(level: str) -> None:
@@ -107,78 +108,113 @@ def scan_packages(packages: Iterable[str]) -> Any:
     return hub
 
 
-def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
-    try:
-        return dict(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        return {}
-
-
-def url_key(factory: Any) -> str:
-    """The option under which ``factory`` takes a backend URL: ``url``, or ``endpoint_url``.
-
-    Engines and transports built on an HTTP API (SQS) name it ``endpoint_url``; the rest
-    ``url``. A factory that takes neither gets ``url`` and reports it as an unknown option.
-    """
-    params = _parameters(factory)
-    if "url" not in params and "endpoint_url" in params:
-        return "endpoint_url"
-    return "url"
-
-
-def engine_factory(name: str) -> Any:
-    """The class registered as engine ``name``, else as transport ``name`` (run on the
-    generic engine), for reading its signature."""
-    from balog import _plugins
-
-    if _plugins.entry_point(_plugins.ENGINES, name) is not None:
-        return _plugins.load(_plugins.ENGINES, name)
-    if _plugins.entry_point(_plugins.TRANSPORTS, name) is not None:
-        return _plugins.load(_plugins.TRANSPORTS, name)
-    return None
-
-
-def _engine_only_options(config: Config) -> set[str]:
-    """Option names an engine takes and a transport does not (so ``send`` can leave them out)."""
-    from balog import _plugins
-    from balog.engines.base import TransportEngine
-
-    names = set(inspect.signature(TransportEngine).parameters)
-    if _plugins.entry_point(_plugins.ENGINES, config.engine) is not None:
-        try:
-            engine = _plugins.load(_plugins.ENGINES, config.engine)
-            names |= set(inspect.signature(engine).parameters)
-        except (ConfigurationError, TypeError, ValueError):
-            pass
-    return names - {"url", "path"}
-
-
 def make_transport(config: Config) -> Any:
     """The transport of the configuration, built with the options meant for it."""
-    from balog import _plugins
     from balog.transports import create_transport
 
     name = config.transport_name
-    factory = _plugins.load(_plugins.TRANSPORTS, name)
-    params = _parameters(factory)
-    engine_only = _engine_only_options(config)
-
-    def accepts(option: str) -> bool:
-        # Engine options (wait, lease, concurrency...) are left out; anything else goes to the
-        # transport, so that a misspelt option is reported rather than dropped.
-        return option in params or option not in engine_only
-
-    return create_transport(name, **config.transport_options(accepts, url_key(factory)))
+    with building(f"transport {name!r}", config):
+        return create_transport(name, **config.transport_kwargs())
 
 
 def summary(config: Config) -> str:
-    """One line naming the engine and its options, secrets masked."""
-    from balog.config import mask_option, mask_url
-
+    """One line naming the engine, its url and options, and the file read; secrets masked."""
     parts = [f"engine {config.engine}"]
     if config.url:
         parts.append(f"url {mask_url(config.url)}")
     if config.options:
-        shown = ", ".join(f"{k}={mask_option(k, v)}" for k, v in sorted(config.options.items()))
+        masked = mask_options(config.options)
+        shown = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(masked.items()))
         parts.append(f"options {shown}")
+    if config.file is not None:
+        how = config.sources.get("file")
+        found = " (found in the current directory)" if how == CURRENT_DIRECTORY else ""
+        parts.append(f"config {config.origin('file') or config.file}{found}")
     return "; ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+@contextmanager
+def building(what: str, config: Config) -> Iterator[None]:
+    """Turn a plain ``TypeError``/``ValueError`` raised while ``what`` is built from the
+    configuration's options (a number given as text, say) into a :class:`ConfigurationError`."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        text = {k: v for k, v in mask_options(config.options).items() if isinstance(v, str)}
+        listed = ", ".join(f"{k}={v!r}" for k, v in sorted(text.items()))
+        verb = "is" if len(text) == 1 else "are"
+        given = f"; {listed} {verb} text, not a number, boolean or JSON" if text else ""
+        raise ConfigurationError(
+            f"{what} could not take its options ({type(exc).__name__}: {clip(str(exc))}){given}"
+        ) from exc
+
+
+# -- the one line an error ends with ------------------------------------------------------------
+
+
+def explain(exc: BaseException, config: Config | None) -> str:
+    """What ``balog: error:`` says about ``exc``: the cause, the setting to change, no secret."""
+    text = str(exc) if isinstance(exc, BalogError) else f"{type(exc).__name__}: {exc}"
+    hint = _hint(exc, config) if config is not None else None
+    scrub = config.scrubber() if config is not None else mask_text
+    # The cause may be long (an engine listing its options); the hint, short, is kept whole.
+    line = clip(scrub(text), 500)
+    return f"{line}; {clip(scrub(hint), 200)}" if hint else line
+
+
+def _hint(exc: BaseException, config: Config) -> str | None:
+    url = config.origin("url")
+    if isinstance(exc, AuthenticationError):
+        if url:
+            return f"check the user name and password in {url}"
+        secret = [config.origin(f"option:{n}") or n for n in config.options if is_secret_name(n)]
+        if secret:
+            return f"check the credentials in {', '.join(secret)}"
+        return "give credentials the backend accepts (in --url, or the backend's own settings)"
+    if isinstance(exc, TopicMismatch):
+        declared = config.origin("option:queue_arguments")
+        if declared:
+            return f"make queue_arguments ({declared}) match the existing queue, or delete it"
+        return (
+            "the queue exists with other arguments: give the same ones with "
+            "-o queue_arguments=JSON, or delete the queue"
+        )
+    if isinstance(exc, TopicNotFound):
+        return "create the queue, or check the topic the consumers (or --operator) name"
+    if isinstance(exc, TransportConnectionError):
+        if url:
+            return f"check the host and port in {url}, and that the backend is running"
+        return (
+            f"no url is set, so engine {config.engine!r} used its default: set one with --url, "
+            "BALOG_URL or url in [balog] of balog.toml"
+        )
+    if isinstance(exc, ConfigurationError):
+        text = str(exc)
+        named = [
+            where
+            for where in _mentioned(text, config, plugin=isinstance(exc, PluginError))
+            if where not in text
+        ]
+        if named:
+            return f"set by {', '.join(dict.fromkeys(named))}"
+    return None
+
+
+def _mentioned(text: str, config: Config, *, plugin: bool) -> Iterator[str]:
+    """Where the options (and, for a plugin error, the engine or transport) that ``text``
+    names were set."""
+    for name in config.options:
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
+            yield config.origin(f"option:{name}") or name
+    if plugin:
+        for key in ("engine", "transport"):
+            value = getattr(config, key)
+            where = config.origin(key)
+            if value and where and f"{value!r}" in text:
+                yield where

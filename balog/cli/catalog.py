@@ -202,20 +202,20 @@ def subtract(a: Ranges, b: Ranges) -> Ranges:
 
 
 def ranges_of(version: str | Iterable[str] | None) -> Ranges:
-    """The versions a consumer's ``version`` declaration takes (``None``: every version)."""
+    """The versions a consumer's ``version`` declaration takes (``None``: every version).
+
+    Every member of a tuple must hold, as a comma inside one specifier means "and"."""
     if version is None:
         return list(ALL)
     texts = [version] if isinstance(version, str) else list(version)
-    result: Ranges = []
+    current = list(ALL)
     for text in texts:
-        current = list(ALL)
         for spec in SpecifierSet(text):
             try:
                 current = intersect(current, normalise(_specifier_ranges(spec)))
             except InvalidVersion:  # a legacy "===" string: it matches nothing we produce
                 current = []
-        result = union(result, current)
-    return result
+    return current
 
 
 def domain(majors: Iterable[int]) -> Ranges:
@@ -272,17 +272,15 @@ class Finding:
 
 
 def _cls_types(consumer: Consumer) -> tuple[str, ...] | None:
-    value = consumer.cls_type
-    if value is None:
-        return None
-    return (value,) if isinstance(value, str) else tuple(value)
+    return consumer.cls_type
 
 
 def _version_text(consumer: Consumer) -> str:
+    """The version condition as one specifier: every member of a tuple must hold."""
     value = consumer.version
     if value is None:
         return "any"
-    return value if isinstance(value, str) else " or ".join(value)
+    return ",".join(value)
 
 
 def catalog(

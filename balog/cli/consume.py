@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import IO, Any
 
+from balog import _plugins
 from balog.cli._common import (
     build_operator,
-    config_from_args,
-    engine_factory,
+    building,
     scan_packages,
     setup_logging,
     summary,
-    url_key,
 )
+from balog.config import Config
 from balog.exceptions import ConfigurationError
 
 
@@ -70,7 +70,7 @@ class StatusReporter:
         self.stream.flush()
 
 
-def run_consume(args: argparse.Namespace) -> int:
+def run_consume(args: argparse.Namespace, config: Config) -> int:
     if args.status_interval < 0:
         raise ConfigurationError("--status-interval must be 0 or more")
     stop_requested = threading.Event()
@@ -81,27 +81,23 @@ def run_consume(args: argparse.Namespace) -> int:
     # Until the engine installs its own handlers, a signal is noted here and passed on to it.
     previous = {sig: signal.signal(sig, early_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _consume(args, stop_requested)
+        return _consume(args, config, stop_requested)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _consume(args: argparse.Namespace, stop_requested: threading.Event) -> int:
+def _consume(args: argparse.Namespace, config: Config, stop_requested: threading.Event) -> int:
     from balog.engines import create_engine
 
-    config = config_from_args(args)
     setup_logging(config.log_level or "INFO")
     hub = scan_packages(args.packages)
     if not len(hub):
         raise ConfigurationError(f"no consumers found in {', '.join(args.packages)}")
     operator = build_operator(config)
-    options = config.engine_options(url_key(engine_factory(config.engine)))
-    try:
+    options = config.engine_options(_plugins.url_key(_plugins.backend_factory(config.engine)))
+    with building(f"engine {config.engine!r}", config):
         engine = create_engine(config.engine, hub=hub, consumer_operator=operator, **options)
-    except TypeError as exc:
-        # An engine taking **options passes them down; the base then refuses an unknown one.
-        raise ConfigurationError(f"bad options for engine {config.engine!r}: {exc}") from exc
     stats = getattr(engine, "stats", None)
     routes = hub.by_topic(operator)
     print(

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from balog._text import clip
-from balog.cli._common import config_from_args, make_transport, setup_logging
+from balog.cli._common import make_transport, setup_logging
+from balog.config import Config
 from balog.exceptions import ConfigurationError
 
 
@@ -31,8 +32,7 @@ def _about(body: bytes) -> dict[str, Any] | None:
     return {k: v for k, v in about.items() if isinstance(v, str)}
 
 
-def run_dead_letters(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+def run_dead_letters(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log_level or "WARNING")
     if args.action == "purge" and not args.yes:
         raise ConfigurationError(

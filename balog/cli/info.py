@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from balog._text import clip
-from balog.cli._common import build_operator, config_from_args, scan_packages
+from balog.cli._common import build_operator, scan_packages
+from balog.config import Config
 from balog.exceptions import ConfigurationError, EventError, PluginError, PluginLoadError
 
 # -- plugins ----------------------------------------------------------------------------------
@@ -207,11 +208,10 @@ def run_validate(args: argparse.Namespace) -> int:
 # -- describe ---------------------------------------------------------------------------------
 
 
-def run_describe(args: argparse.Namespace) -> int:
+def run_describe(args: argparse.Namespace, config: Config) -> int:
     from balog.cli.catalog import analyse, catalog, domain, format_ranges
     from balog.events import FACILITY_VERSION, default_registry
 
-    config = config_from_args(args)
     operator = build_operator(config)
     hub = scan_packages(args.packages)
     majors = default_registry.supported_majors
@@ -249,8 +249,7 @@ def run_describe(args: argparse.Namespace) -> int:
 # -- config -----------------------------------------------------------------------------------
 
 
-def run_config(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+def run_config(args: argparse.Namespace, config: Config) -> int:
     if args.format == "json":
         print(json.dumps(config.masked(), indent=2, default=str))
         return 0

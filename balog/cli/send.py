@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from balog._text import clip
-from balog.cli._common import config_from_args, make_transport, setup_logging
+from balog.cli._common import make_transport, setup_logging
+from balog.config import Config
 from balog.exceptions import ConfigurationError, EventError
 
 
@@ -127,7 +128,7 @@ def _from_stdin(args: argparse.Namespace) -> Iterator[tuple[bytes, int]]:
             yield _check(_payload_event(args.channel, obj, args.cls_type, where), where), consumed
 
 
-def run_send(args: argparse.Namespace) -> int:
+def run_send(args: argparse.Namespace, config: Config) -> int:
     if args.count < 1 or args.batch_size < 1:
         raise ConfigurationError("--count and --batch-size must be at least 1")
     from_arguments = args.payload is not None
@@ -137,7 +138,6 @@ def run_send(args: argparse.Namespace) -> int:
         raise ConfigurationError("--count repeats the --payload event; give --payload")
     if not from_arguments and sys.stdin.isatty():
         raise ConfigurationError("give --payload, or pipe NDJSON events into stdin")
-    config = config_from_args(args)
     setup_logging(config.log_level or "WARNING")
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     source = _from_arguments(args) if from_arguments else _from_stdin(args)

@@ -31,18 +31,6 @@ EXTENDERS = 4
 """Threads that extend leases side by side."""
 
 
-class _Held:
-    """One held delivery: when its lease was last renewed, and whether it is settled."""
-
-    __slots__ = ("delivery", "extending", "renewed_at", "settled")
-
-    def __init__(self, delivery: Delivery, renewed_at: float) -> None:
-        self.delivery = delivery
-        self.renewed_at = renewed_at
-        self.settled = False
-        self.extending = False
-
-
 class LeaseKeeper:
     """Keeps the leases of held deliveries; does nothing where the transport cannot extend."""
 
@@ -50,7 +38,12 @@ class LeaseKeeper:
         self.transport = transport
         self.enabled = transport.capabilities.lease_extension
         self.interval = max(0.05, min(lease / 4, 5.0))
-        self._held: dict[int, _Held] = {}
+        # Held deliveries by id(); a delivery's lease was last renewed at _renewed[id], or at
+        # its receipt when it has no entry there. Workers add and remove entries with single
+        # dict operations (atomic); the keeper reads copies.
+        self._held: dict[int, Delivery] = {}
+        self._renewed: dict[int, float] = {}
+        self._extending: set[int] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,13 +58,13 @@ class LeaseKeeper:
         held = self._held
         for delivery in deliveries:
             if delivery.lease is not None:
-                held[id(delivery)] = _Held(delivery, delivery.received_at)
+                held[id(delivery)] = delivery
 
     def drop(self, delivery: Delivery) -> None:
         """``delivery`` is settled: never renew it again."""
-        entry = self._held.pop(id(delivery), None)
-        if entry is not None:
-            entry.settled = True
+        key = id(delivery)
+        if self._held.pop(key, None) is not None:
+            self._renewed.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -108,14 +101,15 @@ class LeaseKeeper:
         """Start an extension of every held lease that is half gone; return how many."""
         now = time.monotonic()
         started = 0
-        for entry in list(self._held.values()):
-            lease = entry.delivery.lease
-            if entry.settled or entry.extending or lease is None:
+        renewed = self._renewed
+        for key, delivery in list(self._held.items()):
+            lease = delivery.lease
+            if lease is None or key in self._extending:
                 continue
-            if now - entry.renewed_at < lease / 2:
+            if now - renewed.get(key, delivery.received_at) < lease / 2:
                 continue
-            entry.extending = True
-            self._executor().submit(self._extend, entry)
+            self._extending.add(key)
+            self._executor().submit(self._extend, key, delivery)
             started += 1
         return started
 
@@ -127,16 +121,16 @@ class LeaseKeeper:
                 )
             return self._pool
 
-    def _extend(self, entry: _Held) -> None:
-        delivery = entry.delivery
+    def _extend(self, key: int, delivery: Delivery) -> None:
         try:
-            if entry.settled:
-                return
+            if self._held.get(key) is not delivery:
+                return  # settled meanwhile
             started = time.monotonic()
             self.transport.extend_lease(delivery, delivery.lease or 0.0)
-            entry.renewed_at = started
+            if self._held.get(key) is delivery:
+                self._renewed[key] = started
         except LeaseExpired as exc:
-            if not entry.settled:
+            if self._held.get(key) is delivery:
                 logger.warning(
                     "the lease of message %s on %s was lost (%s); it may be processed again",
                     delivery.message_id,
@@ -145,7 +139,7 @@ class LeaseKeeper:
                 )
                 self.drop(delivery)
         except Exception as exc:
-            if not entry.settled:
+            if self._held.get(key) is delivery:
                 logger.warning(
                     "could not extend the lease of message %s on %s (%s); trying again",
                     delivery.message_id,
@@ -153,4 +147,4 @@ class LeaseKeeper:
                     describe(exc),
                 )
         finally:
-            entry.extending = False
+            self._extending.discard(key)

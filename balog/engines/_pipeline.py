@@ -153,6 +153,10 @@ class Pipeline:
         self.default_event_handler = default_event_handler
         self._receive_limit = receive_limit
         self._limits: dict[str, int] = {}
+        # Looked up once: prepare() runs for every delivery.
+        self._upcast: Callable[[EventDict], EventDict] | None = getattr(
+            registry or default_registry, "upcast", None
+        )
         self.errors: list[BaseException] | None = None
         """Where set (``drain(raise_errors=True)``), every exception a consumer raised."""
 
@@ -173,9 +177,8 @@ class Pipeline:
                 max_depth=self.max_depth,
                 registry=self.registry,
             )
-            upcast = getattr(self.registry or default_registry, "upcast", None)
-            if upcast is not None:
-                event = upcast(event)
+            if self._upcast is not None:
+                event = self._upcast(event)
         except EventError as exc:
             return Decision(Outcome.DEAD_LETTER, f"invalid event: {describe(exc)}")
         except Exception as exc:  # a decoder bug must not lose the message either
@@ -185,7 +188,7 @@ class Pipeline:
         if not matched:
             self._unrouted(delivery, event)
             return UNROUTED
-        limit = self.attempts_allowed(delivery.topic)
+        limit = self._limits.get(delivery.topic) or self.attempts_allowed(delivery.topic)
         if delivery.receive_count > limit:
             # An earlier dead-lettering of it failed; its consumers have had their attempts.
             return Decision(
@@ -235,10 +238,10 @@ class Pipeline:
         """Call every matched consumer in turn; ``run_awaitable`` runs what an async one returns
         to completion. Returns the decision; raises only for a shutdown (see
         :func:`is_shutdown`)."""
-        for index, consumer in enumerate(prepared.consumers):
+        for consumer in prepared.consumers:
             try:
-                result = self.start(prepared, index)
-                if inspect.isawaitable(result):
+                result = self.operator.process_event(consumer, prepared.event)
+                if result is not None and inspect.isawaitable(result):
                     run_awaitable(result)
             except BaseException as exc:
                 if is_shutdown(exc):
@@ -258,7 +261,7 @@ class Pipeline:
         for index, consumer in enumerate(prepared.consumers):
             try:
                 result = await start(prepared, index)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await finish(result)
             except BaseException as exc:
                 if is_shutdown(exc) or _cancelled_from_outside(exc):

@@ -9,8 +9,9 @@ settled from the thread that received it) and, where it needs one, its own event
   worker's event loop, so awaiting a consumer costs about what calling it does;
 - ``max_in_flight=N``: up to N events run at once on the worker's loop (async consumers there,
   sync ones on a pool of N threads); the worker keeps receiving while any run (without waiting,
-  so the loop is never held), settles each as it finishes, and never runs two events of one
-  ordering group at once where the transport declares ``ordering``.
+  so the loop is never held), settles each as it finishes, and never runs two deliveries of one
+  ordering group (:attr:`~balog.transports.base.Delivery.group`, an SQS FIFO message group) at
+  once: they run one after the other, in the order received.
 
 Under :meth:`~balog.engines.base.TransportEngine.serve`, async consumers run on the
 application's loop instead, and the worker's loop only waits for them.
@@ -103,13 +104,14 @@ class Worker:
         operator = engine.consumer_operator
         self.async_consumer = {id(c): is_async_consumer(c, operator) for c in consumers}
         self.any_async = any(self.async_consumer.values())
-        self.ordered = self.transport.capabilities.ordering
         self.receiving = False
+        self.stalled = False
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._settle_failures = 0
         self._reported_at = 0.0
 
     # -- the thread -----------------------------------------------------------------------------
@@ -179,13 +181,30 @@ class Worker:
                 self._process(batch)
             else:
                 self.settler.flush()
+            self.engine._stopping.wait(self._pause_after_trouble())
+
+    def _pause_after_trouble(self) -> float:
+        """Seconds to wait after settles that failed (longer each time it happens again), so
+        that a broker refusing acks or nacks does not make the worker loop hot; 0 if none."""
+        if not self.settler.trouble():
+            self._settle_failures = 0
+            return 0.0
+        self._settle_failures += 1
+        pause = min(30.0, 0.5 * 2.0 ** min(self._settle_failures - 1, 6))
+        logger.warning(
+            "worker %s pauses %.1f s after failed settles on %s", self.name, pause, self.topic
+        )
+        return pause
 
     def drain_once(self) -> int:
-        """Receive what is there now and process it in the calling thread; return how many."""
+        """Receive what is there now and process it in the calling thread; return how many.
+        :attr:`stalled` says whether a settle failed meanwhile (what failed may be back at
+        once: a drain then stops, and a later one retries)."""
         self._draining = True
         batch = self._receive(0.0, self.engine.batch_size)
         if batch:
             self._process(batch)
+        self.stalled = bool(self.settler.trouble())
         return len(batch)
 
     # -- receiving ------------------------------------------------------------------------------
@@ -247,15 +266,20 @@ class Worker:
             self._event_loop().run_until_complete(self._process_async(batch))
             return
         settler, pipeline, consumers = self.settler, self.pipeline, self.consumers
+        prepare, call, settle = pipeline.prepare, pipeline.call, settler.settle
+        stopping = None if self._draining else self.engine._stopping
         done = 0
         try:
             for delivery in batch:
-                if self._should_stop():
+                if stopping is not None and stopping.is_set():
                     break
-                prepared = pipeline.prepare(delivery, consumers)
-                if not isinstance(prepared, Decision):
-                    prepared = pipeline.call(prepared, self._run_awaitable)
-                settler.settle(delivery, prepared)
+                prepared = prepare(delivery, consumers)
+                decision = (
+                    call(prepared, self._run_awaitable)
+                    if isinstance(prepared, Prepared)
+                    else prepared
+                )
+                settle(delivery, decision)
                 done += 1
         finally:
             settler.release(batch[done:])
@@ -319,6 +343,9 @@ class Worker:
                 continue
             wait = self._next_wait() if not tasks else 0.0
             batch = self._receive(wait, min(self.engine.batch_size, room))
+            pause_for = self._pause_after_trouble()
+            if pause_for:
+                await asyncio.sleep(pause_for)
             if not batch:
                 if tasks:
                     await asyncio.wait(tasks, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
@@ -330,7 +357,7 @@ class Worker:
                 if isinstance(prepared, Decision):
                     settler.settle(delivery, prepared)
                     continue
-                group = delivery.group if self.ordered else None
+                group = delivery.group
                 after = tails.get(group) if group is not None else None
                 task = loop.create_task(self._one(prepared, after))
                 tasks.add(task)

@@ -77,6 +77,7 @@ class Settler:
         self._pending_since = 0.0
         self._held: list[tuple[float, int, Delivery]] = []
         self._seq = itertools.count()
+        self._troubles = 0
 
     # -- deciding where each decision goes ------------------------------------------------------
 
@@ -119,6 +120,12 @@ class Settler:
         self.flush_acks()
         self._nack_held(due_only=False)
 
+    def trouble(self) -> int:
+        """How many transport calls failed since the last call of this method. A worker pauses
+        after failures, so that a broker refusing settles does not make it loop hot."""
+        troubles, self._troubles = self._troubles, 0
+        return troubles
+
     @property
     def waiting(self) -> int:
         """Deliveries this settler holds: acks not yet sent, retries not yet nacked."""
@@ -146,12 +153,15 @@ class Settler:
             results = self.transport.ack_many(deliveries)
         except BaseException as exc:  # ack_many must not raise; a transport's bug then
             results = [exc] * len(deliveries)
+        drop, counts, processed = self.keeper.drop, self.counts, Outcome.PROCESSED
         for (delivery, outcome), error in zip(pending, results, strict=True):
-            self.keeper.drop(delivery)
-            if error is None:
-                self._count(outcome)
-            else:
+            drop(delivery)
+            if error is not None:
                 self._ack_failed(delivery, outcome, error)
+            elif outcome is processed:
+                counts.processed += 1
+            else:
+                counts.unrouted += 1
 
     def _ack_failed(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
         if isinstance(exc, LeaseExpired):
@@ -273,6 +283,7 @@ class Settler:
             self.counts.unrouted += 1
 
     def _maybe_fatal(self, exc: BaseException) -> None:
+        self._troubles += 1
         if isinstance(exc, BalogError) and exc.fatal:
             self.on_fatal(exc)
         elif not isinstance(exc, Exception):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import math
 import random
@@ -179,21 +178,6 @@ def _number(name: str, value: Any, *, minimum: float, integer: bool = False) -> 
     return value
 
 
-def _parameters(factory: Any) -> tuple[set[str], bool]:
-    """The keyword names ``factory`` takes, and whether it takes any (``**kwargs``)."""
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return set(), True
-    names = {
-        p.name
-        for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-    anything = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    return names, anything
-
-
 class TransportEngine(Engine):
     """An engine over any transport: one or more workers per topic, one pipeline.
 
@@ -330,7 +314,7 @@ class TransportEngine(Engine):
     @classmethod
     def option_names(cls) -> frozenset[str]:
         """The options the engine itself takes (every other keyword is the transport's)."""
-        names, _ = _parameters(TransportEngine.__init__)
+        names, _ = _plugins.parameters(TransportEngine.__init__)
         return frozenset(names - {"self", "hub", "consumer_operator"})
 
     def _build_transport(
@@ -353,7 +337,7 @@ class TransportEngine(Engine):
         options = dict(kwargs)
         if cls is not None:
             if transport is not None:
-                names, _ = _parameters(cls)
+                names, _ = _plugins.parameters(cls)
                 shown = ", ".join(f"{n}=" for n in sorted(names - {"self"}))
                 raise ConfigurationError(
                     f"{what} builds its own {cls.__name__}: give its options ({shown}), "
@@ -378,7 +362,7 @@ class TransportEngine(Engine):
                     "keyword"
                 )
             options.update(transport_options or {})
-        names, anything = _parameters(factory)
+        names, anything = _plugins.parameters(factory)
         if not anything:
             for name in options:
                 if name not in names:
@@ -615,7 +599,7 @@ class TransportEngine(Engine):
                 for worker in workers:
                     done = worker.drain_once()
                     handled += done
-                    progress = progress or done > 0
+                    progress = progress or (done > 0 and not worker.stalled)
                     if deadline is not None and time.monotonic() >= deadline:
                         progress = False
                         break

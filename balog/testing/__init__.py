@@ -6,6 +6,8 @@ Public, documented test API (see ``docs/testing.md``):
 - :class:`EngineHarness` and the one-call helpers :func:`drain`, :func:`run_until`,
   :func:`wait_for_events` and :func:`wait_for_dead_letters`: run a hub until something has
   happened or a deadline passed, re-raising a consumer's exception in the test when asked;
+  from async tests, :func:`await_events` and :func:`await_dead_letters` (and the harness's
+  ``await_*`` methods) serve the engine on the running loop instead;
 - :class:`BackendChoice`: the backend a test suite runs on, chosen by name (memory by default);
 - the pytest plugin :mod:`balog.testing.plugin` (installed with balog, registered through the
   ``pytest11`` entry point) with fixtures built on all of these;
@@ -22,6 +24,8 @@ from balog.testing._capture import CapturedEvents, CapturingHandler, capture_eve
 from balog.testing._harness import (
     EngineHarness,
     Processed,
+    await_dead_letters,
+    await_events,
     drain,
     run_until,
     wait_for_dead_letters,
@@ -38,6 +42,8 @@ __all__ = [
     "CapturingHandler",
     "EngineHarness",
     "Processed",
+    "await_dead_letters",
+    "await_events",
     "capture_events",
     "drain",
     "parse_options",

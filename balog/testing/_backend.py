@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import shlex
 from collections.abc import Iterable, Mapping
@@ -87,7 +86,7 @@ class BackendChoice:
     def transport_options(self) -> dict[str, Any]:
         from balog.engines import TransportEngine
 
-        engine_only = set(inspect.signature(TransportEngine).parameters)
+        engine_only = set(TransportEngine.option_names())
         options = {k: v for k, v in self.options.items() if k not in engine_only}
         if self.url is not None:
             options["url"] = self.url

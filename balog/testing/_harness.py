@@ -1,11 +1,21 @@
-"""Running an engine in a test until something has happened, or a deadline has passed."""
+"""Running an engine in a test until something has happened, or a deadline has passed.
+
+From plain tests, :class:`EngineHarness` drains or runs the engine; from async tests (an
+``async def`` test, or code already inside an event loop), its ``await_*`` methods serve the
+engine on the running loop, so async consumers run there, and wait without blocking it::
+
+    async with EngineHarness(engine, raise_errors=True) as harness:
+        events = await harness.await_events(3)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +28,8 @@ from balog.transports.base import DeadLetter, Transport
 __all__ = [
     "EngineHarness",
     "Processed",
+    "await_dead_letters",
+    "await_events",
     "drain",
     "run_until",
     "wait_for_dead_letters",
@@ -49,11 +61,23 @@ class _RecordingOperator:
     def process_event(self, consumer: Consumer, event: dict[str, Any]) -> Any:
         try:
             result = self.inner.process_event(consumer, event)
-        except Exception as exc:
+        except BaseException as exc:
+            self.harness._record_error(exc)
+            raise
+        if inspect.isawaitable(result):
+            # An async consumer has done nothing yet: record it once it has run.
+            return self._finished(consumer, event, result)
+        self.harness._record(Processed(consumer, event, time.monotonic()))
+        return result
+
+    async def _finished(self, consumer: Consumer, event: dict[str, Any], result: Any) -> Any:
+        try:
+            value = await result
+        except BaseException as exc:
             self.harness._record_error(exc)
             raise
         self.harness._record(Processed(consumer, event, time.monotonic()))
-        return result
+        return value
 
 
 class EngineHarness:
@@ -92,6 +116,7 @@ class EngineHarness:
         self._lock = threading.Lock()
         self._inner = engine.consumer_operator
         self._thread: threading.Thread | None = None
+        self._serving: asyncio.Task[None] | None = None
         self._run_error: BaseException | None = None
         self._raised = 0
         self._closed = False
@@ -117,6 +142,11 @@ class EngineHarness:
             return [p.event for p in self.processed]
 
     def _check(self) -> None:
+        serving = self._serving
+        if serving is not None and serving.done() and not serving.cancelled():
+            if serving.exception() is not None and self._run_error is None:
+                self._run_error = serving.exception()
+            self._serving = None
         if self._run_error is not None:
             error, self._run_error = self._run_error, None
             raise ConsumerError(
@@ -222,11 +252,7 @@ class EngineHarness:
         self, topic: str, count: int = 1, *, timeout: float = DEFAULT_TIMEOUT
     ) -> list[DeadLetter]:
         """Run until ``topic`` has at least ``count`` dead letters; return them."""
-        transport = self.transport
-        if transport is None:
-            raise ConfigurationError(
-                "this engine has no .transport; pass transport= to the harness"
-            )
+        transport = self._dead_letter_transport()
         found: list[DeadLetter] = []
 
         def enough() -> bool:
@@ -241,10 +267,106 @@ class EngineHarness:
         )
         return list(found)
 
+    # -- from async code ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        if self._serving is None:
+            self._serving = asyncio.get_running_loop().create_task(self.engine.serve())
+
+    async def await_until(
+        self,
+        condition: Callable[[], object | Awaitable[object]],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        interval: float = 0.02,
+        message: str | None = None,
+    ) -> None:
+        """:meth:`run_until` for async code: serve the engine on the running loop (async
+        consumers run there) until ``condition()`` (which may be async) holds."""
+        self._serve()
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check()
+            held = condition()
+            if inspect.isawaitable(held):
+                held = await held
+            if held:
+                return
+            if time.monotonic() >= deadline:
+                what = message or getattr(condition, "__name__", "the condition")
+                raise AssertionError(
+                    f"{what} did not hold within {timeout:g} s "
+                    f"({len(self.processed)} consumer call(s) succeeded, "
+                    f"{len(self.errors)} raised)"
+                )
+            await asyncio.sleep(interval)
+
+    async def await_events(
+        self, count: int, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[EventDict]:
+        """:meth:`wait_for_events` for async code."""
+        await self.await_until(
+            lambda: len(self.processed) >= count,
+            timeout=timeout,
+            message=f"{count} successful consumer call(s)",
+        )
+        return self.events
+
+    async def await_dead_letters(
+        self, topic: str, count: int = 1, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[DeadLetter]:
+        """:meth:`wait_for_dead_letters` for async code (the transport is read in a thread)."""
+        transport = self._dead_letter_transport()
+        found: list[DeadLetter] = []
+
+        async def enough() -> bool:
+            found[:] = await asyncio.to_thread(transport.dead_letters, topic, limit=max(count, 100))
+            return len(found) >= count
+
+        await self.await_until(
+            enough, timeout=timeout, interval=0.05, message=f"{count} dead letter(s) on {topic!r}"
+        )
+        return list(found)
+
+    async def aclose(self) -> None:
+        """Stop an engine served by the ``await_*`` methods and wait for it; unwrap the
+        operator."""
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            self.engine.stop()
+            try:
+                await serving
+            except BaseException as exc:
+                if self._run_error is None:
+                    self._run_error = exc
+        self.stop()
+
+    async def __aenter__(self) -> EngineHarness:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        if exc_type is None:
+            self._check()
+
+    def _dead_letter_transport(self) -> Transport:
+        if self.transport is None:
+            raise ConfigurationError(
+                "this engine has no .transport; pass transport= to the harness"
+            )
+        return self.transport
+
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Stop a running engine and wait for ``run()`` to return; unwrap the operator."""
         if self._closed:
             return
+        if self._serving is not None:
+            raise RuntimeError("the engine is being served: use 'await harness.aclose()'")
         self._closed = True
         thread = self._thread
         if thread is not None:
@@ -306,3 +428,24 @@ def wait_for_dead_letters(
     """Run ``engine`` until ``topic`` has ``count`` dead letters; return them."""
     with EngineHarness(engine, raise_errors=raise_errors) as harness:
         return harness.wait_for_dead_letters(topic, count, timeout=timeout)
+
+
+async def await_events(
+    engine: Engine, count: int, *, raise_errors: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> list[EventDict]:
+    """:func:`wait_for_events` for async code: serves ``engine`` on the running loop."""
+    async with EngineHarness(engine, raise_errors=raise_errors) as harness:
+        return await harness.await_events(count, timeout=timeout)
+
+
+async def await_dead_letters(
+    engine: Engine,
+    topic: str,
+    count: int = 1,
+    *,
+    raise_errors: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[DeadLetter]:
+    """:func:`wait_for_dead_letters` for async code: serves ``engine`` on the running loop."""
+    async with EngineHarness(engine, raise_errors=raise_errors) as harness:
+        return await harness.await_dead_letters(topic, count, timeout=timeout)

@@ -68,8 +68,7 @@ class Capabilities:
     ``lease_extension``: :meth:`Transport.extend_lease` works; the engine's lease keeper uses it.
     ``receive_count``: ``Delivery.receive_count`` counts every delivery, redeliveries after a crash
     included; ``False`` where only explicit nacks are counted.
-    ``ordering``: messages are received in the order sent (FIFO), absent redelivery; the engine
-    then never processes two deliveries of one :attr:`Delivery.group` at once.
+    ``ordering``: messages are received in the order sent (FIFO), absent redelivery.
     ``delay``: ``nack(delay=...)`` delays at all (natively or emulated).
     ``batch_ack``: :meth:`Transport.ack_many` settles a batch in one backend call, so the engine
     batches acks by default (see ``TransportEngine(ack_delay=)``).
@@ -89,7 +88,7 @@ class Capabilities:
     max_wait: float | None = None
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Delivery:
     """One received message, leased to its receiver until acked, nacked or released.
 
@@ -102,7 +101,8 @@ class Delivery:
     as a balog body: a content type it does not accept, an entry not in its own format, a message
     it could not read. ``body`` then holds the bytes as they arrived, as near as the backend
     allows. The engine dead-letters such a delivery without decoding it. ``group`` is the
-    ordering group (an SQS FIFO message group) where the transport has one.
+    ordering group (an SQS FIFO message group) where the transport has one: the engine never
+    processes two deliveries of one group at once, even with ``max_in_flight`` above one.
     """
 
     topic: str

@@ -21,6 +21,13 @@ clocks of the clients do not matter.
 Sends are one ``MULTI``/``EXEC`` round trip per batch. Receives poll the script while the topic
 is empty, every ``poll_interval`` seconds at first, backing off to ``max_poll_interval``.
 
+Entries not in this format (an id whose hash is gone, a value another client pushed onto the
+ready list, a key of another type, headers that are not JSON) are never skipped: the claim keeps
+such an entry, as it was pushed, in a hash of its own (field ``r``, with ``f`` saying what was
+wrong), leased like any message, and :meth:`RedisTransport.receive` returns it as a
+:class:`~balog.transports.base.Delivery` marked ``refused`` so that the engine dead-letters and
+counts it. The valid messages claimed beside it are delivered as usual.
+
 The scripts name message keys they build themselves, so the transport needs a single Redis
 server (or a primary with replicas), not Redis Cluster.
 """
@@ -30,29 +37,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
+from balog import _secrets
+from balog._text import clip
 from balog.exceptions import (
     AuthenticationError,
+    BalogError,
     ConfigurationError,
     LeaseExpired,
+    TopicMismatch,
     TransportConnectionError,
     TransportError,
 )
-from balog.transports.base import (
-    ATTEMPTS_HEADER,
-    REASON_HEADER,
-    SOURCE_TOPIC_HEADER,
-    Capabilities,
-    Delivery,
-    Transport,
-)
+from balog.transports.base import Capabilities, Delivery, Transport, dead_letter_headers
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -80,6 +84,11 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
 
 # KEYS: ready list, delayed zset, leased zset. ARGV: message key prefix, max messages,
 # lease in ms, token base. Returns a flat array: id, token, body, headers, count per message.
+# An entry that is not a balog message comes back with a negative count and, in place of the
+# headers, what is wrong with it (``missing``: no such key; ``nobody``: a hash without a body;
+# ``type``: a key of another type); it is first kept, as it was pushed, in a hash of its own
+# (``r``: the entry, ``f``: what is wrong), so that it is leased, settled and dead-lettered like
+# any message and never dropped.
 _CLAIM = (
     _NOW
     + """
@@ -103,19 +112,34 @@ while claimed < wanted do
   local id = redis.call('LPOP', KEYS[1])
   if not id then break end
   local key = ARGV[1] .. id
-  local fields = redis.call('HMGET', key, 'b', 'h')
-  if fields[1] then
-    claimed = claimed + 1
-    local count = redis.call('HINCRBY', key, 'c', 1)
-    local token = ARGV[4] .. ':' .. claimed
-    redis.call('HSET', key, 't', token)
-    redis.call('ZADD', KEYS[3], deadline, id)
-    out[#out + 1] = id
-    out[#out + 1] = token
-    out[#out + 1] = fields[1]
-    out[#out + 1] = fields[2] or ''
-    out[#out + 1] = count
+  local fields = redis.pcall('HMGET', key, 'b', 'h')
+  claimed = claimed + 1
+  local body, headers, sign = fields[1], fields[2] or '', 1
+  if not body then
+    sign = -1
+    local kept = nil
+    if not fields.err then kept = redis.call('HMGET', key, 'r', 'f') end
+    if kept and kept[1] then
+      body, headers = kept[1], kept[2] or 'missing'
+    else
+      headers = 'missing'
+      if fields.err then headers = 'type'
+      elseif redis.call('EXISTS', key) == 1 then headers = 'nobody' end
+      body = id
+      id = ARGV[4] .. '.' .. claimed
+      key = ARGV[1] .. id
+      redis.call('HSET', key, 'r', body, 'f', headers, 'c', 0)
+    end
   end
+  local count = redis.call('HINCRBY', key, 'c', 1)
+  local token = ARGV[4] .. ':' .. claimed
+  redis.call('HSET', key, 't', token)
+  redis.call('ZADD', KEYS[3], deadline, id)
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = body
+  out[#out + 1] = headers
+  out[#out + 1] = sign * count
 end
 return out
 """
@@ -178,30 +202,34 @@ return 1
 )
 
 # KEYS: leased zset of the source, ready list of the dead-letter topic. ARGV: message key, id,
-# token, headers JSON.
+# token, headers JSON. A kept foreign entry becomes an ordinary message there, its entry the body.
 _DEAD_LETTER = """
 if redis.call('HGET', ARGV[1], 't') ~= ARGV[3] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('HDEL', ARGV[1], 't')
+local kept = redis.call('HGET', ARGV[1], 'r')
+if kept then
+  redis.call('HSET', ARGV[1], 'b', kept)
+  redis.call('HDEL', ARGV[1], 'r', 'f')
+end
 redis.call('HSET', ARGV[1], 'h', ARGV[4], 'c', 0)
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``**`` (``redis://:**@host:6379/0``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:**@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+mask_url = _secrets.mask_url
+"""The URL fit to show (``redis://:**@host:6379/0``, ``...?password=**``): an alias of
+:func:`balog._secrets.mask_url`, which every part of balog uses."""
+
+_HEX_ID = re.compile(rb"[0-9a-f]{32}")
+
+_FOREIGN = {
+    b"missing": "names no message hash",
+    b"nobody": "names a hash without a body field",
+    b"type": "names a key that is not a hash",
+}
+"""What the claim script found wrong with an entry, as the refusal says it."""
 
 
 class RedisTransport(Transport):
@@ -247,13 +275,11 @@ class RedisTransport(Transport):
             raise ConfigurationError("need 0 < poll_interval <= max_poll_interval")
         import redis
 
-        try:
-            self.url = mask_url(url)
-            raw_password = urlsplit(url).password or ""
-        except ValueError:  # a port that is not a number; the URL may hold a password: not shown
-            raise ConfigurationError("the redis URL is malformed (its port?)") from None
-        self._secrets = sorted({raw_password, unquote(raw_password)} - {""}, key=len, reverse=True)
+        self.url = mask_url(url)
+        # Every spelling of the password (user info or ``?password=``), to scrub redis-py's text.
+        self._scrub = _secrets.Scrubber.for_url(url)
         self.prefix = prefix
+        self._message_prefix = self._message("").encode()
         self.default_lease = float(lease)
         self.poll_interval = float(poll_interval)
         self.max_poll_interval = float(max_poll_interval)
@@ -298,11 +324,6 @@ class RedisTransport(Transport):
     def _message(self, message_id: str) -> str:
         return f"{self.prefix}m:{message_id}"
 
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "**")
-        return text
-
     @contextmanager
     def _errors(self, action: str, topic: str) -> Iterator[None]:
         """Turn redis-py errors into balog errors, chained to the original, secrets removed."""
@@ -313,14 +334,21 @@ class RedisTransport(Transport):
         try:
             yield
         except rex.RedisError as exc:
-            detail = self._scrub(f"{type(exc).__name__}: {exc}")
+            detail = self._scrub(clip(f"{type(exc).__name__}: {exc}", 300))
             message = f"redis {action} on {topic!r} at {self.url} failed: {detail}"
             text = str(exc).upper()
-            error: TransportError
-            if isinstance(exc, rex.AuthenticationError) or text.startswith(
+            error: BalogError
+            if isinstance(exc, (rex.AuthenticationError, rex.NoPermissionError)) or text.startswith(
                 ("NOAUTH", "WRONGPASS", "NOPERM")
             ):
                 error = AuthenticationError(message)
+            elif text.startswith("WRONGTYPE"):
+                error = TopicMismatch(
+                    f"{message} (a key under the prefix {self.prefix!r} is not of the type "
+                    "balog keeps there: another application uses it; give balog another prefix=)"
+                )
+            elif "DB INDEX IS OUT OF RANGE" in text or "INVALID DB INDEX" in text:
+                error = ConfigurationError(f"{message} (the database number in the URL)")
             elif isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
                 error = TransportConnectionError(message)
             else:
@@ -385,29 +413,73 @@ class RedisTransport(Transport):
         received_at = time.monotonic()
         out: list[Delivery] = []
         for n in range(0, len(raw), 5):
-            message_id = raw[n].decode()
-            token = raw[n + 1].decode()
-            headers_raw = raw[n + 3]
-            headers: dict[str, str] = json.loads(headers_raw) if headers_raw else {}
+            # The handle keeps the id as the server gave it: an id that is not UTF-8 still acks.
+            raw_id, token, body, headers_raw, count = raw[n : n + 5]
+            if count > 0 and not headers_raw:  # the common case, kept cheap
+                try:
+                    message_id = raw_id.decode()
+                except UnicodeDecodeError:
+                    message_id = raw_id.decode("utf-8", "backslashreplace")
+                out.append(
+                    Delivery(
+                        topic=topic,
+                        body=body,
+                        message_id=message_id,
+                        receive_count=count,
+                        headers={},
+                        handle=(raw_id, token),
+                        lease=lease,
+                        received_at=received_at,
+                    )
+                )
+                continue
+            headers: dict[str, str] = {}
+            if count < 0:
+                refused: str | None = self._foreign(topic, body, headers_raw)
+            else:
+                headers, refused = _headers(headers_raw)
             out.append(
                 Delivery(
                     topic=topic,
-                    body=bytes(raw[n + 2]),
-                    message_id=message_id,
-                    receive_count=int(raw[n + 4]),
+                    body=body,
+                    message_id=raw_id.decode("utf-8", "backslashreplace"),
+                    receive_count=abs(count),
                     headers=headers,
-                    handle=(message_id, token),
+                    handle=(raw_id, token),
                     lease=lease,
                     received_at=received_at,
+                    refused=refused,
                 )
             )
         return out
 
-    def _handle(self, delivery: Delivery) -> tuple[str, str]:
+    def _foreign(self, topic: str, entry: bytes, kind: bytes) -> str:
+        """Why an entry of the ready list is not a balog message, in words."""
+        ready = clip(self._ready(topic), 100)
+        if kind == b"missing" and _HEX_ID.fullmatch(entry):
+            return (
+                f"not a balog message: id {entry.decode()} is on {ready} but its hash "
+                "is gone (deleted, or expired, by another client)"
+            )
+        what = _FOREIGN.get(kind, "is not a balog message id")
+        shown = clip(repr(entry[:60])[1:] + ("..." if len(entry) > 60 else ""), 100)
+        return (
+            f"not a balog message: the entry {shown} on {ready} {what} (pushed there by a "
+            "client other than balog?)"
+        )
+
+    def _handle(self, delivery: Delivery) -> tuple[bytes, bytes]:
         handle = delivery.handle
-        if not (isinstance(handle, tuple) and len(handle) == 2):
+        if not (
+            isinstance(handle, tuple)
+            and len(handle) == 2
+            and all(isinstance(part, bytes) for part in handle)
+        ):
             raise TransportError(f"{delivery!r} was not received from a redis transport")
         return handle[0], handle[1]
+
+    def _key(self, message_id: bytes) -> bytes:
+        return self._message_prefix + message_id
 
     def _lost(self, delivery: Delivery, action: str) -> LeaseExpired:
         return LeaseExpired(
@@ -420,7 +492,7 @@ class RedisTransport(Transport):
         with self._errors("ack", delivery.topic):
             done = self._ack(
                 keys=[self._leased(delivery.topic)],
-                args=[self._message(message_id), message_id, token],
+                args=[self._key(message_id), message_id, token],
             )
         if not done:
             raise self._lost(delivery, "ack")
@@ -439,13 +511,13 @@ class RedisTransport(Transport):
         for topic, indexes in by_topic.items():
             for start in range(0, len(indexes), MAX_BATCH):
                 chunk = indexes[start : start + MAX_BATCH]
-                args: list[str] = [self._message("")]
+                args: list[bytes | str] = [self._message("")]
                 try:
                     for i in chunk:
                         args.extend(self._handle(deliveries[i]))
                     with self._errors("ack", topic):
                         done = self._ack_many(keys=[self._leased(topic)], args=args)
-                except TransportError as exc:
+                except BalogError as exc:
                     for i in chunk:
                         outcomes[i] = exc
                     continue
@@ -468,7 +540,7 @@ class RedisTransport(Transport):
             done = self._nack(
                 keys=[self._ready(topic), self._delayed(topic), self._leased(topic)],
                 args=[
-                    self._message(message_id),
+                    self._key(message_id),
                     message_id,
                     token,
                     max(0, int(delay * 1000)),
@@ -483,28 +555,61 @@ class RedisTransport(Transport):
         with self._errors("extend_lease", delivery.topic):
             done = self._extend(
                 keys=[self._leased(delivery.topic)],
-                args=[self._message(message_id), message_id, token, max(0, int(lease * 1000))],
+                args=[self._key(message_id), message_id, token, max(0, int(lease * 1000))],
             )
         if not done:
             raise self._lost(delivery, "extend the lease of")
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move the message to the dead-letter topic in one step, keeping its body and id."""
+        """Move the message to the dead-letter topic in one step, keeping its body and id.
+
+        The body is not sent again, so a dead letter fits whatever its size; a refused entry
+        becomes an ordinary message there, the bytes that were pushed its body.
+        """
         message_id, token = self._handle(delivery)
-        headers = {
-            **dict(delivery.headers),
-            REASON_HEADER: reason,
-            SOURCE_TOPIC_HEADER: delivery.topic,
-            ATTEMPTS_HEADER: str(delivery.receive_count),
-        }
+        headers = {**dict(delivery.headers), **dead_letter_headers(delivery, reason)}
         dead_topic = self.dead_letter_topic(delivery.topic)
         with self._errors("dead_letter", delivery.topic):
             done = self._dead_letter(
                 keys=[self._leased(delivery.topic), self._ready(dead_topic)],
-                args=[self._message(message_id), message_id, token, json.dumps(headers)],
+                args=[self._key(message_id), message_id, token, json.dumps(headers)],
             )
         if not done:
             raise self._lost(delivery, "dead-letter")
+
+    def verify(self, topic: str) -> None:
+        """Check that the server answers and accepts the credentials, and that the keys of
+        ``topic`` and of its dead-letter topic are of the types this transport uses.
+
+        A refused password, or a user not allowed the keys or the scripts, raises
+        :class:`~balog.exceptions.AuthenticationError`; a key of another type (another
+        application under the same prefix) :class:`~balog.exceptions.TopicMismatch`; a server
+        that cannot be reached :class:`~balog.exceptions.TransportConnectionError`.
+        """
+        expected: dict[str, str] = {}
+        for name in (topic, self.dead_letter_topic(topic)):
+            expected[self._ready(name)] = "list"
+            expected[self._delayed(name)] = "zset"
+            expected[self._leased(name)] = "zset"
+        with self._errors("verify", topic):
+            self._client.ping()
+            pipe = self._client.pipeline(transaction=False)
+            for key in expected:
+                pipe.type(key)
+            found = [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
+        for (key, wanted), kind in zip(expected.items(), found, strict=True):
+            if kind not in ("none", wanted):
+                raise TopicMismatch(
+                    f"redis key {key!r} at {self.url} is a {kind}, not the {wanted} balog keeps "
+                    f"there: another application uses the prefix {self.prefix!r}; give balog "
+                    "another prefix="
+                )
+        # The claim script with nothing to claim: the user may run scripts on these keys.
+        with self._errors("verify", topic):
+            self._claim(
+                keys=[self._ready(topic), self._delayed(topic), self._leased(topic)],
+                args=[self._message(""), 0, 0, uuid.uuid4().hex],
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -514,4 +619,15 @@ class RedisTransport(Transport):
         try:
             self._client.close()
         except Exception as exc:  # closing must not fail; say why at debug level
-            logger.debug("closing the redis client failed: %s", self._scrub(str(exc)))
+            logger.debug("closing the redis client failed: %s", self._scrub(clip(str(exc))))
+
+
+def _headers(raw: bytes) -> tuple[dict[str, str], str | None]:
+    """The headers stored as JSON, or none and why they cannot be read."""
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return {}, f"not a balog message: its headers field is not JSON ({clip(str(exc), 80)})"
+    if not isinstance(parsed, dict):
+        return {}, f"not a balog message: its headers field is a JSON {type(parsed).__name__}"
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()}, None

@@ -12,6 +12,12 @@ processes open the same file. Delivery semantics are SQS's:
 - dead letters move, in one statement, to the topic's dead-letter topic, keeping the body, the
   reason, the source topic and the receive count (in the balog headers).
 
+The file is created readable and writable by its owner only (``file_mode``, default ``0o600``);
+SQLite gives its ``-wal`` and ``-shm`` files the same mode. A row another client inserted that is
+not in balog's format (headers that are not a JSON object) is received as a delivery marked
+``refused``, for the engine to dead-letter; a body stored as text is handed over as its UTF-8
+bytes.
+
 Concurrency: the file is in WAL mode (readers never block the writer); every write is one short
 transaction (``BEGIN IMMEDIATE`` around a send or a claim, a lone statement for an ack); SQLite's
 busy timeout plus a few bounded retries absorb ``database is locked``. Each thread uses its own
@@ -36,10 +42,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from balog._text import clip
 from balog.exceptions import (
+    BalogError,
     ConfigurationError,
     LeaseExpired,
     ThrottledError,
+    TopicMismatch,
     TransportConnectionError,
     TransportError,
 )
@@ -51,6 +60,7 @@ from balog.transports.base import (
     DeadLetter,
     Delivery,
     Transport,
+    dead_letter_headers,
 )
 
 __all__ = [
@@ -66,6 +76,12 @@ DEFAULT_PATH = "balog.sqlite3"
 
 DEFAULT_MAX_BODY_SIZE = 256 * 1024
 DEFAULT_LEASE = 30.0
+DEFAULT_FILE_MODE = 0o600
+"""Permissions of a database file the transport creates: its owner's only."""
+
+_COLUMNS = frozenset(
+    {"id", "topic", "body", "headers", "visible_after", "receive_count", "lease_token", "sent_at"}
+)
 
 _T = TypeVar("_T")
 
@@ -115,12 +131,17 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return any(marker in text for marker in _BUSY_MARKERS)
 
 
-def _translate(exc: sqlite3.Error, action: str, path: str) -> TransportError:
+def _translate(exc: sqlite3.Error, action: str, path: str) -> BalogError:
     """One balog error for a sqlite3 error; the caller chains the original."""
     detail = f"{type(exc).__name__}: {exc}"
     if _is_busy(exc):
         return ThrottledError(f"sqlite {action} on {path!r}: still locked after retries ({detail})")
     text = str(exc).lower()
+    if "not a database" in text:
+        return ConfigurationError(
+            f"sqlite {action} on {path!r} failed: the file is not a SQLite database ({detail}); "
+            "give the transport another path"
+        )
     if "unable to open" in text or "disk i/o" in text or "readonly" in text:
         return TransportConnectionError(f"sqlite {action} on {path!r} failed: {detail}")
     return TransportError(f"sqlite {action} on {path!r} failed: {detail}")
@@ -156,7 +177,9 @@ class SQLiteTransport(Transport):
     ``max_poll_interval`` bound how often an idle :meth:`receive` looks again. ``timeout`` is
     SQLite's busy timeout in seconds, ``retries`` how many more times a write that still found
     the database locked is tried. ``synchronous`` is the SQLite pragma: ``"NORMAL"`` (the
-    default) survives any crash of the processes, ``"FULL"`` also a power loss.
+    default) survives any crash of the processes, ``"FULL"`` also a power loss. ``file_mode``
+    is the permissions of a file the transport creates (default ``0o600``: its owner's only; an
+    octal string such as ``"640"`` is read as octal); an existing file keeps its own.
     """
 
     capabilities = Capabilities(
@@ -181,6 +204,7 @@ class SQLiteTransport(Transport):
         timeout: float = 5.0,
         retries: int = 5,
         synchronous: str = "NORMAL",
+        file_mode: int | str = DEFAULT_FILE_MODE,
     ) -> None:
         if path is not None and url is not None:
             raise ConfigurationError("give the sqlite transport a path or a url, not both")
@@ -200,6 +224,7 @@ class SQLiteTransport(Transport):
             raise ConfigurationError("timeout and retries must not be negative")
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ConfigurationError("synchronous must be OFF, NORMAL, FULL or EXTRA")
+        self.file_mode = _file_mode(file_mode)
         self.path = os.path.abspath(raw)
         self.default_lease = float(lease)
         self.poll_interval = float(poll_interval)
@@ -238,6 +263,8 @@ class SQLiteTransport(Transport):
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is not None:
             return slot.conn
+        if not self._schema_ready:
+            self._create_file()
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -269,6 +296,30 @@ class SQLiteTransport(Transport):
         self._local.slot = slot
         return conn
 
+    def _create_file(self) -> None:
+        """Create the database file with ``file_mode`` before SQLite would create it with the
+        umask's (world-readable) mode; SQLite then gives ``-wal`` and ``-shm`` the same mode."""
+        if os.path.isdir(self.path):
+            raise ConfigurationError(f"sqlite database path {self.path!r} is a directory")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, self.file_mode)
+        except FileExistsError:
+            return  # an existing file keeps the mode it has
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"cannot create the sqlite database {self.path!r}: its directory does not exist"
+            ) from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the sqlite database {self.path!r}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, self.file_mode)  # the umask may have taken bits away
+        finally:
+            os.close(fd)
+
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -280,9 +331,17 @@ class SQLiteTransport(Transport):
             )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute(_SCHEMA[0])
+        columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(balog_messages)")}
+        missing = sorted(_COLUMNS - columns)
+        if missing:
+            raise TopicMismatch(
+                f"sqlite database {self.path!r} has a balog_messages table without the columns "
+                f"{', '.join(missing)}: another application's table; give the transport another "
+                "path"
+            )
+        for statement in _SCHEMA[1:]:
             conn.execute(statement)
 
     def _retry(self, action: str, func: Callable[[], _T]) -> _T:
@@ -388,16 +447,19 @@ class SQLiteTransport(Transport):
             if first or self._has_visible(topic):
                 rows = self._write("receive", lambda c: self._claim(c, topic, max_messages, lease))
                 if rows:
+                    # Rows balog wrote without headers are the common case: built inline.
                     return [
                         Delivery(
                             topic=topic,
                             body=body,
                             message_id=str(row_id),
                             receive_count=count,
-                            headers=json.loads(raw) if raw else {},
+                            headers={},
                             handle=(row_id, token),
                             lease=lease,
                         )
+                        if raw is None and type(body) is bytes
+                        else _delivery(topic, lease, row_id, body, raw, count, token)
                         for row_id, body, raw, count, token in rows
                     ]
             first = False
@@ -419,7 +481,7 @@ class SQLiteTransport(Transport):
 
     def _claim(
         self, conn: sqlite3.Connection, topic: str, limit: int, lease: float
-    ) -> list[tuple[int, bytes, str | None, int, str]]:
+    ) -> list[tuple[int, Any, Any, int, str]]:
         now = time.time()
         if self.use_returning:
             rows = conn.execute(
@@ -505,19 +567,14 @@ class SQLiteTransport(Transport):
         balog headers. Raises :class:`~balog.exceptions.LeaseExpired` (moving nothing) when the
         lease was lost.
         """
-        headers = dict(delivery.headers)
-        headers.update(
-            {
-                REASON_HEADER: reason,
-                SOURCE_TOPIC_HEADER: delivery.topic,
-                ATTEMPTS_HEADER: str(delivery.receive_count),
-            }
-        )
+        headers = {**dict(delivery.headers), **dead_letter_headers(delivery, reason)}
+        # A body another client stored as text (or a number) is kept as its bytes.
         self._leased_update(
             "dead-letter",
             delivery,
             "UPDATE balog_messages SET topic = ?, headers = ?, receive_count = 0, "
-            "lease_token = NULL, visible_after = ? WHERE id = ? AND lease_token = ?",
+            "body = CAST(body AS BLOB), lease_token = NULL, visible_after = ? "
+            "WHERE id = ? AND lease_token = ?",
             self.dead_letter_topic(delivery.topic),
             json.dumps(headers, separators=(",", ":")),
             time.time(),
@@ -533,19 +590,12 @@ class SQLiteTransport(Transport):
                 (name, limit),
             ).fetchall()
 
-        found = []
-        for row_id, body, raw in self._read("list dead letters", select):
-            headers = json.loads(raw) if raw else {}
-            found.append(
-                DeadLetter(
-                    topic=headers.get(SOURCE_TOPIC_HEADER, topic),
-                    body=body,
-                    reason=headers.get(REASON_HEADER, ""),
-                    receive_count=int(headers.get(ATTEMPTS_HEADER, "0") or 0),
-                    message_id=str(row_id),
-                )
+        return [
+            DeadLetter.from_headers(
+                _headers(raw)[0], topic=topic, body=_as_bytes(body), message_id=str(row_id)
             )
-        return found
+            for row_id, body, raw in self._read("list dead letters", select)
+        ]
 
     def replay_dead_letters(self, topic: str, *, limit: int | None = None) -> int:
         """Put ``topic``'s available dead letters back on ``topic`` as new messages.
@@ -565,8 +615,7 @@ class SQLiteTransport(Transport):
                 (name, now, count),
             ).fetchall()
             for row_id, body, raw in rows:
-                old = json.loads(raw) if raw else {}
-                kept = {k: v for k, v in old.items() if k not in dead_headers}
+                kept = {k: v for k, v in _headers(raw)[0].items() if k not in dead_headers}
                 encoded = json.dumps(kept, separators=(",", ":")) if kept else None
                 conn.execute(
                     "INSERT INTO balog_messages (topic, body, headers, visible_after, sent_at) "
@@ -629,6 +678,26 @@ class SQLiteTransport(Transport):
             if conn in self._connections:
                 self._connections.remove(conn)
 
+    def verify(self, topic: str) -> None:
+        """Check at start-up that the database file can be opened (or created) and written, and
+        that its table is balog's.
+
+        A path whose directory is missing, a directory, a file that is not a SQLite database or
+        one that cannot be written raise :class:`~balog.exceptions.ConfigurationError`; a
+        ``balog_messages`` table of another shape :class:`~balog.exceptions.TopicMismatch`; a
+        database still locked after the retries :class:`~balog.exceptions.ThrottledError`.
+        """
+        try:
+            # Opening creates the file and checks the table; the empty transaction takes the
+            # write lock, which a file that cannot be written refuses.
+            self._write("verify", lambda conn: None)
+        except TransportConnectionError as exc:
+            raise ConfigurationError(
+                f"the sqlite database {self.path!r} cannot be opened and written ({exc}); check "
+                "the permissions of the file and of its directory, where SQLite writes the "
+                "-wal and -shm files"
+            ) from exc
+
     def close(self) -> None:
         """Close every connection this transport opened. Idempotent."""
         with self._lock:
@@ -642,3 +711,56 @@ class SQLiteTransport(Transport):
         for conn in connections:
             with self._no_leak("close"):
                 conn.close()
+
+
+def _file_mode(value: int | str) -> int:
+    """The ``file_mode`` option as permission bits; a string is read as octal (``"640"``)."""
+    try:
+        mode = int(value, 8) if isinstance(value, str) else int(value)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or mode & 0o600 != 0o600:
+        raise ConfigurationError(
+            f"file_mode {value!r} must be permission bits that let the owner read and write "
+            "(0o600, 0o640, 0o660...; written in octal, or as a string such as '640')"
+        )
+    return mode
+
+
+def _as_bytes(body: Any) -> bytes:
+    """A body as stored: bytes, or what another client stored as text or a number."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")
+    return str(body).encode()
+
+
+def _headers(raw: Any) -> tuple[dict[str, str], str | None]:
+    """The headers stored as JSON, or none and why they cannot be read."""
+    if not raw:
+        return {}, None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return {}, f"not a balog message: its headers column is not JSON ({clip(str(exc), 80)})"
+    if not isinstance(parsed, dict):
+        return {}, f"not a balog message: its headers column is a JSON {type(parsed).__name__}"
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()}, None
+
+
+def _delivery(
+    topic: str, lease: float, row_id: int, body: Any, raw: Any, count: int, token: str
+) -> Delivery:
+    """A delivery of a row with headers, or with a body another program stored as text."""
+    headers, refused = _headers(raw)
+    return Delivery(
+        topic=topic,
+        body=_as_bytes(body),
+        message_id=str(row_id),
+        receive_count=count,
+        headers=headers,
+        handle=(row_id, token),
+        lease=lease,
+        refused=refused,
+    )

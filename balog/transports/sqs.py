@@ -14,11 +14,17 @@ visibility timeout, comes back by itself when that runs out, counts its receives
   ``extend_lease`` too, within SQS's 12-hour limit.
 - Dead letters go to ``<queue>-dead-letter`` (``<queue>-dead-letter.fifo`` for FIFO queues) with
   the reason in message attributes; when the queue has a redrive policy its dead-letter queue is
-  used instead, and :meth:`SQSTransport.max_receive_count` reports its ``maxReceiveCount``.
+  used instead, and :meth:`SQSTransport.max_receive_count` reports its ``maxReceiveCount``. The
+  body always goes whole: the attributes are fitted around it within ``max_body_size``.
+- :meth:`SQSTransport.verify`, called when an engine starts, resolves the queue and its
+  dead-letter queue (creating them with ``create_queues``): a missing one, or refused
+  credentials, stop the engine before the first message instead of at the first bad one.
 - FIFO queues (names ending ``.fifo``): the message group id is an event field
-  (``fifo_group_field``, ``header.channel`` by default) and the deduplication id the event id.
+  (``fifo_group_field``, ``header.channel`` by default) and the deduplication id the event id;
+  each delivery carries its ``MessageGroupId`` as :attr:`~balog.transports.base.Delivery.group`.
 - Bodies SQS cannot carry as text (not UTF-8, or characters outside its allowed set) travel
-  base64-encoded, marked by a ``balog-encoding`` message attribute, and are decoded on receipt.
+  base64-encoded, marked by a ``balog-encoding`` message attribute, and are decoded on receipt;
+  one whose marking cannot be honoured is received ``refused``, with the text that arrived.
 
 Options not given fall back to boto3's own configuration: environment credentials, profiles,
 ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``. Queues are not created unless ``create_queues``.
@@ -41,12 +47,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
+from balog import _secrets
 from balog._text import clip
 from balog.events import loads
 from balog.exceptions import (
@@ -68,6 +75,7 @@ from balog.transports.base import (
     Capabilities,
     Delivery,
     Transport,
+    dead_letter_headers,
 )
 
 if TYPE_CHECKING:
@@ -131,19 +139,37 @@ _LEASE_LOST = {
     "ReceiptHandleIsInvalid",
 }
 # Characters SQS accepts in a message body; anything else means base64.
+_ATTRIBUTES = ("ApproximateReceiveCount",)
+_FIFO_ATTRIBUTES = ("ApproximateReceiveCount", "MessageGroupId")
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _NOT_ID_CHAR = re.compile(r"[^0-9A-Za-z!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]")
 _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{12,}\b")
 
 
-def _error_code(exc: botocore.exceptions.ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return str(error.get("Code") or error.get("QueryErrorCode") or "Unknown")
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{0,1000})</Message>")
 
 
-def _error_codes(exc: botocore.exceptions.ClientError) -> set[str]:
+def _error(exc: botocore.exceptions.ClientError) -> tuple[str, set[str], str]:
+    """A service error's code as shown, every code it carries, and its message.
+
+    An endpoint that answers a JSON request with an XML error document (moto does for refused
+    credentials) leaves botocore with the HTTP status as the code and the document as the
+    message: the code and message are then read from the document.
+    """
     error = exc.response.get("Error", {})
-    return {str(c) for c in (error.get("Code"), error.get("QueryErrorCode")) if c}
+    codes = [str(c) for c in (error.get("Code"), error.get("QueryErrorCode")) if c]
+    message = str(error.get("Message") or "")
+    if "<Code>" in message:
+        codes = _XML_CODE.findall(message) + codes
+        found = _XML_MESSAGE.search(message)
+        message = found.group(1) if found else ""
+    named = [c for c in codes if not c.isdigit()]
+    shown = named[0] if named else (codes[0] if codes else "Unknown")
+    every = set(codes)
+    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+        every.add("AccessDenied")  # SQS answers 403 only to credentials or permissions refused
+    return shown, every, message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +247,8 @@ class SQSTransport(Transport):
             raise ConfigurationError(f"lease must be between 0 and {MAX_VISIBILITY_TIMEOUT} s")
         if send_retries < 0 or retry_delay < 0:
             raise ConfigurationError("send_retries and retry_delay must not be negative")
+        if endpoint_url is not None:
+            _check_endpoint(endpoint_url)
         self.region = region
         self.endpoint_url = endpoint_url
         self.default_lease = lease
@@ -234,9 +262,8 @@ class SQSTransport(Transport):
             type(self).capabilities, max_body_size=max_body_size
         )
         # Only the values, never where they came from: used to scrub text from the service.
-        self._secrets = tuple(
-            s for s in (aws_access_key_id, aws_secret_access_key, aws_session_token) if s
-        )
+        given = [s for s in (aws_access_key_id, aws_secret_access_key, aws_session_token) if s]
+        self._scrubber = _secrets.Scrubber.for_url(endpoint_url or "", *given)
         self._lock = threading.Lock()
         self._urls: dict[str, str] = {}
         self._redrive: dict[str, _Redrive] = {}
@@ -267,14 +294,15 @@ class SQSTransport(Transport):
 
     def __repr__(self) -> str:
         region = self.region or self.client.meta.region_name
-        return f"SQSTransport(region={region!r}, endpoint_url={_safe_url(self.endpoint_url)!r})"
+        endpoint = None if self.endpoint_url is None else _secrets.mask_url(self.endpoint_url)
+        return f"SQSTransport(region={region!r}, endpoint_url={endpoint!r})"
 
     # -- errors -------------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return clip(_ACCESS_KEY_ID.sub("***", text), 300)
+        """``text`` fit for an error message: no configured secret, nothing shaped like an
+        access key id, on one line of at most 300 characters."""
+        return clip(_ACCESS_KEY_ID.sub(_secrets.MASK, self._scrubber(text)), 300)
 
     @contextlib.contextmanager
     def _translated(self, action: str, topic: str | None) -> Iterator[None]:
@@ -283,9 +311,8 @@ class SQSTransport(Transport):
         try:
             yield
         except botocore.exceptions.ClientError as exc:
-            codes = _error_codes(exc)
-            detail = self._scrub(str(exc.response.get("Error", {}).get("Message") or ""))
-            message = f"{where} failed: {_error_code(exc)}: {detail}"
+            code, codes, text = _error(exc)
+            message = f"{where} failed: {self._scrub(code)}: {self._scrub(text)}"
             if codes & _NOT_FOUND:
                 if topic is not None:  # deleted since it was resolved: resolve it afresh
                     self._urls.pop(topic, None)
@@ -428,19 +455,14 @@ class SQSTransport(Transport):
         attributes_size: int,
         fifo: bool,
     ) -> _Entry:
-        try:
-            text = body.decode("utf-8")
-            encoded = _NOT_SQS_TEXT.search(text) is not None
-        except UnicodeDecodeError:
-            encoded = True
-        size = len(body) + attributes_size
-        if encoded:
+        text, size = _wire(body)
+        size += attributes_size
+        if text is None:
             text = base64.b64encode(body).decode("ascii")
             attributes = {
                 **attributes,
                 ENCODING_ATTRIBUTE: {"DataType": "String", "StringValue": "base64"},
             }
-            size = len(text) + attributes_size + len(ENCODING_ATTRIBUTE) + len("String") + 6
         limit = self.capabilities.max_body_size or DEFAULT_MAX_BODY_SIZE
         if size > limit:
             raise MessageTooLarge(size, limit)
@@ -480,10 +502,7 @@ class SQSTransport(Transport):
         }
         if len(attributes) > MAX_MESSAGE_ATTRIBUTES - 1:
             raise ConfigurationError(f"SQS allows at most {MAX_MESSAGE_ATTRIBUTES - 1} headers")
-        attributes_size = sum(
-            len(k.encode()) + len("String") + len(a["StringValue"].encode())
-            for k, a in attributes.items()
-        )
+        attributes_size = sum(_attribute_size(k, a["StringValue"]) for k, a in attributes.items())
         fifo = self.is_fifo(topic)
         # Every entry is checked (and MessageTooLarge raised) before the first call.
         entries = [
@@ -554,19 +573,27 @@ class SQSTransport(Transport):
         wait: float = 1.0,
         lease: float | None = None,
     ) -> list[Delivery]:
+        """Receive with one ``ReceiveMessage`` call (long polling up to ``wait``, at most 20 s).
+
+        On a FIFO queue each delivery's :attr:`~balog.transports.base.Delivery.group` is its
+        ``MessageGroupId``. A body marked ``balog-encoding`` that cannot be decoded comes back
+        refused, with the text that arrived as its body.
+        """
         lease = self.default_lease if lease is None else lease
         visibility = max(0, min(MAX_VISIBILITY_TIMEOUT, math.ceil(lease)))
         url = self.queue_url(topic)
+        fifo = self.is_fifo(topic)
+        # The older spelling too: some SQS emulators read only that one, and without the receive
+        # count a failing message would be retried for ever.
+        names: Any = _FIFO_ATTRIBUTES if fifo else _ATTRIBUTES
         with self._translated("ReceiveMessage", topic):
             response = self.client.receive_message(
                 QueueUrl=url,
                 MaxNumberOfMessages=max(1, min(MAX_BATCH_ENTRIES, max_messages)),
                 WaitTimeSeconds=max(0, min(MAX_WAIT, math.ceil(wait))),
                 VisibilityTimeout=visibility,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
-                # The older spelling too: some SQS emulators read only that one, and without the
-                # receive count a failing message would be retried for ever.
-                AttributeNames=["ApproximateReceiveCount"],
+                MessageSystemAttributeNames=names,
+                AttributeNames=names,
                 MessageAttributeNames=["All"],
             )
         now = time.monotonic()
@@ -577,14 +604,18 @@ class SQSTransport(Transport):
                 for name, value in message.get("MessageAttributes", {}).items()
                 if "StringValue" in value
             }
-            text = message.get("Body", "")
             attributes = message.get("Attributes", {})
-            body = text.encode("utf-8")
-            if headers.pop(ENCODING_ATTRIBUTE, None) == "base64":
+            body = message.get("Body", "").encode("utf-8")
+            refused = None
+            encoding = headers.pop(ENCODING_ATTRIBUTE, None)
+            if encoding == "base64":
                 try:
                     body = base64.b64decode(body, validate=True)
                 except (binascii.Error, ValueError):
-                    pass  # handed on as it came; the engine dead-letters it as undecodable
+                    refused = f"marked {ENCODING_ATTRIBUTE}: base64, but the body is not base64"
+            elif encoding is not None:
+                shown = clip(encoding, 40)
+                refused = f"unknown {ENCODING_ATTRIBUTE} {shown!r} (balog writes base64)"
             deliveries.append(
                 Delivery(
                     topic=topic,
@@ -595,6 +626,8 @@ class SQSTransport(Transport):
                     handle=message["ReceiptHandle"],
                     lease=float(visibility),
                     received_at=now,
+                    refused=refused,
+                    group=attributes.get("MessageGroupId") if fifo else None,
                 )
             )
         return deliveries
@@ -768,21 +801,72 @@ class SQSTransport(Transport):
         The dead-letter queue is the redrive policy's target when the queue has one, else
         ``<topic>-dead-letter``, created on demand when ``create_queues`` is set (otherwise a
         missing one raises :class:`~balog.exceptions.TopicNotFound` and the message stays).
-        The message's own attributes are kept. A crash between the send and the delete leaves a
-        duplicate, never a loss.
+        The body always goes whole; the attributes are fitted around it within
+        ``max_body_size``: the message's own attributes are left out first, then the reason is
+        shortened, down to nothing when the body leaves no room. A crash between the send and
+        the delete leaves a duplicate, never a loss.
         """
-        target = self.dead_letter_topic(delivery.topic)
-        own = {
-            REASON_HEADER: clip(reason, 1000),
-            SOURCE_TOPIC_HEADER: delivery.topic,
-            ATTEMPTS_HEADER: str(delivery.receive_count),
-        }
-        kept = [(k, v) for k, v in delivery.headers.items() if k not in own and v]
-        headers = dict(kept[: MAX_MESSAGE_ATTRIBUTES - 1 - len(own)]) | own
-        if target not in self._urls:
-            self.queue_url(target)
+        target = self._dead_letter_queue(delivery.topic)
+        headers = self._dead_letter_attributes(delivery, reason)
         self.send(target, [delivery.body], headers=headers)
         self.ack(delivery)
+
+    def _dead_letter_attributes(self, delivery: Delivery, reason: str) -> dict[str, str]:
+        """The balog headers, then the message's own attributes, as fit beside the body."""
+        limit = self.capabilities.max_body_size or DEFAULT_MAX_BODY_SIZE
+        room = limit - _wire(delivery.body)[1]
+        own = dead_letter_headers(delivery, clip(reason, 1000))
+        kept = [
+            (k, v)
+            for k, v in delivery.headers.items()
+            if k not in own and k != ENCODING_ATTRIBUTE and v
+        ][: MAX_MESSAGE_ATTRIBUTES - 1 - len(own)]
+        # Fixed headers first (source queue, attempts), then the reason, then the rest.
+        fitted: dict[str, str] = {}
+        for name in (SOURCE_TOPIC_HEADER, ATTEMPTS_HEADER):
+            size = _attribute_size(name, own[name])
+            if size <= room - _attribute_size(REASON_HEADER, "x"):
+                fitted[name] = own[name]
+                room -= size
+        reason_room = room - _attribute_size(REASON_HEADER, "")
+        if reason_room > 0:
+            fitted[REASON_HEADER] = _shorten(own[REASON_HEADER], reason_room)
+            room -= _attribute_size(REASON_HEADER, fitted[REASON_HEADER])
+        for name, value in kept:
+            size = _attribute_size(name, value)
+            if size <= room:
+                fitted[name] = value
+                room -= size
+        return fitted
+
+    def _dead_letter_queue(self, topic: str) -> str:
+        """The name of ``topic``'s dead-letter queue, checked to exist (or created)."""
+        target = self.dead_letter_topic(topic)
+        try:
+            self.queue_url(target)
+        except TopicNotFound as exc:
+            if self._redrive_policy(topic).dead_letter_queue:
+                raise TopicNotFound(
+                    f"the redrive policy of SQS queue {topic!r} names the dead-letter queue "
+                    f"{target!r}, which does not exist: create it, or fix the policy"
+                ) from exc
+            raise TopicNotFound(
+                f"SQS queue {topic!r} has no dead-letter queue: {target!r} does not exist; "
+                f"create it, pass create_queues=True, or give {topic!r} a redrive policy"
+            ) from exc
+        return target
+
+    def verify(self, topic: str) -> None:
+        """Check at start-up that queue ``topic`` and its dead-letter queue exist (or create
+        them, with ``create_queues``) and that SQS accepts the credentials.
+
+        Raises :class:`~balog.exceptions.TopicNotFound` naming the missing queue and what to
+        change, :class:`~balog.exceptions.AuthenticationError` for refused credentials or
+        permissions, :class:`~balog.exceptions.TransportConnectionError` when SQS cannot be
+        reached.
+        """
+        self.queue_url(topic)
+        self._dead_letter_queue(topic)
 
     def close(self) -> None:
         if self._closed:
@@ -792,13 +876,46 @@ class SQSTransport(Transport):
             self.client.close()
 
 
-def _safe_url(url: str | None) -> str | None:
-    """The URL without any user:password part."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def _attribute_size(name: str, value: str) -> int:
+    """Bytes a String message attribute adds to a message, as SQS counts them."""
+    return len(name.encode()) + len("String") + len(value.encode())
+
+
+_ENCODING_SIZE = _attribute_size(ENCODING_ATTRIBUTE, "base64")
+
+
+def _wire(body: bytes) -> tuple[str | None, int]:
+    """How ``body`` travels: its text (``None`` when it must go base64-encoded) and the bytes
+    it then takes, the ``balog-encoding`` attribute included."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and _NOT_SQS_TEXT.search(text) is None:
+        return text, len(body)
+    return None, 4 * ((len(body) + 2) // 3) + _ENCODING_SIZE
+
+
+def _shorten(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` UTF-8 bytes, marked ``...`` where it was cut."""
+    raw = text.encode()
+    if len(raw) <= size:
+        return text
+    if size <= 3:
+        return raw[:size].decode(errors="ignore")
+    return raw[: size - 3].decode(errors="ignore") + "..."
+
+
+def _check_endpoint(url: str) -> None:
+    """Refuse an endpoint URL botocore could not use, before it prints it whole in an error."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ConfigurationError(
+            f"endpoint_url {_secrets.mask_url(url)!r} is not an http:// or https:// URL with a "
+            "host (characters such as / in a password must be percent-encoded)"
+        )

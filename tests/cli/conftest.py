@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,88 @@ def run_balog(packages: Path, tmp_path: Path) -> RunBalog:
         )
 
     return run
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+class BalogProcess:
+    """A ``balog`` command running in the background, its stderr kept in a file."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path, err: Path) -> None:
+        self.err = err
+        with open(err, "wb") as stream:
+            self.proc = subprocess.Popen(
+                argv, env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL, stderr=stream
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """The first stderr line holding ``text``, once there (fail if the process ends first)."""
+
+        def found() -> bool:
+            if text in self.stderr:
+                return True
+            assert self.proc.poll() is None, f"balog exited {self.proc.returncode}: {self.stderr}"
+            return False
+
+        wait_for(found, timeout, f"{text!r} on stderr")
+        return next(line for line in self.stderr.splitlines() if text in line)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status, once the process ends by itself within ``timeout`` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"balog did not exit within {timeout}s; stderr:\n{self.stderr[-3000:]}"
+            ) from None
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+StartBalog = Callable[..., BalogProcess]
+
+
+@pytest.fixture
+def start_balog(packages: Path, tmp_path: Path) -> Iterator[StartBalog]:
+    """Start ``python -m balog ARGS`` in the background (cwd: the test's directory); every
+    process still running at the end of the test is killed."""
+    started: list[BalogProcess] = []
+
+    def start(*args: str, env: Mapping[str, str] | None = None) -> BalogProcess:
+        full_env = clean_env([packages, EXAMPLES], **dict(env or {}))
+        err = tmp_path / f"balog-{len(started)}.err"
+        process = BalogProcess(balog_argv(*args), full_env, tmp_path, err)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
+def error_line(stderr: str) -> str:
+    """The last line of ``stderr``, which must be balog's one-line error, with no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    assert lines[-1].startswith("balog: error: "), stderr
+    return lines[-1]

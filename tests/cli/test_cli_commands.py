@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RunBalog, balog_argv, clean_env, write_module
+from conftest import RunBalog, StartBalog, balog_argv, clean_env, write_module
 
 from balog.events import encode, new_event
 
@@ -345,6 +345,7 @@ def test_config_shows_precedence_and_masks_secrets(run_balog: RunBalog, tmp_path
     assert shown["url"] == "amqp://worker:**@mq:5672//"
     assert shown["options"] == {"wait": 3, "lease": 90, "aws_secret_access_key": "**"}
     assert {
+        "file": "command line",
         "engine": "environment BALOG_ENGINE",
         "url": f"file {path}",
         "option:wait": "command line",
@@ -368,7 +369,14 @@ BAD_ARGUMENTS = [
     (["consume", "no_such_package_here"], {}, 1, "no package or module named"),
     (["consume", "demo_app", "--engine", "nosuch"], {}, 1, "no balog.engines plugin named"),
     (["consume", "demo_app", "-o", "novalue"], {}, 1, "--option 'novalue' is not KEY=VALUE"),
-    (["consume", "demo_app", "-o", "bogus=1"], {}, 1, "bad options for engine 'sqlite'"),
+    (
+        ["consume", "demo_app", "-o", 'queue_arguments={"x-max-length": 2'],
+        {},
+        1,
+        "-o queue_arguments starts with '{' but is not valid JSON",
+    ),
+    (["consume", "demo_app"], {"BALOG_URLL": "sqlite:///x"}, 1, "did you mean BALOG_URL?"),
+    (["config"], {"BALOG_OPTIONS_WAIT": "1"}, 1, "did you mean BALOG_OPTION_WAIT?"),
     (["consume", "demo_app", "--concurrency", "0"], {}, 1, "concurrency must be"),
     (["consume", "demo_app", "--operator", "nomod_xyz:f"], {}, 1, "cannot import operator"),
     (["consume", "demo_app"], {"BALOG_CONCURRENCY": "many"}, 1, "BALOG_CONCURRENCY"),
@@ -392,6 +400,35 @@ def test_bad_arguments_give_one_line_and_no_traceback(
     assert message in _one_line_error(result)
 
 
+SEND = ["send", "t", "--cls-type", "log", "--payload", '{"message": "m", "severity": "info"}']
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message", "where"),
+    [
+        (["-o", "bogus=1"], {}, "has no option 'bogus'", "-o bogus"),
+        (["-o", "wiat=1"], {}, "has no option 'wiat'; did you mean 'wait'?", "-o wiat"),
+        (["-o", "lease=abc"], {}, "'abc'", "-o lease"),
+        ([], {"BALOG_OPTION_LEASE": "abc"}, "'abc'", "BALOG_OPTION_LEASE"),
+        (["-o", "max_body_size=abc"], {}, "max_body_size='abc'", "-o max_body_size"),
+        ([*SEND, "-o", "pth=x"], {}, "has no option 'pth'; did you mean 'path'?", "-o pth"),
+    ],
+    ids=["unknown", "misspelt", "wrong-type", "wrong-type-from-environment", "transport-option",
+         "send-misspelt"],
+)  # fmt: skip
+def test_option_errors_say_where_the_option_was_set(
+    run_balog: RunBalog, args: list[str], env: dict[str, str], message: str, where: str
+) -> None:
+    """An option the engine (or, for send, the transport) refuses (unknown, misspelt, of the
+    wrong type) stops the command with one line naming it and ending with where it was set."""
+    command = args if args[:1] == ["send"] else ["consume", "demo_app", *args]
+    result = run_balog(*command, env=env, timeout=30)
+    line = _one_line_error(result)
+    assert result.returncode == 1
+    assert message in line
+    assert line.endswith(f"; set by {where}")
+
+
 BAD_FILES = [
     ("bad.toml", "[balog\nengine = 'sqs'\n", "bad.toml: not valid TOML"),
     ("bad.ini", "balog.engine = sqs\n", "bad.ini: not a valid INI file"),
@@ -401,6 +438,8 @@ BAD_FILES = [
     ("opts.toml", "[balog]\noptions = 5\n", "balog.options must be a table"),
     ("settings.yaml", "balog: {}\n", "use a .toml, .ini, .cfg or .conf file"),
     ("binary.ini", "\udcff", "not UTF-8 text"),
+    ("typo.toml", "[balog]\nengin = 'sqs'\n", "unknown key 'engin' in [balog] of"),
+    ("typo.ini", "[app:main]\nbalog.urll = x\n", "did you mean 'balog.url'?"),
 ]
 
 
@@ -450,3 +489,92 @@ def test_python_dash_m_and_console_script_agree(run_balog: RunBalog) -> None:
     )
     assert run_balog("--version").stdout == result.stdout
     assert balog_argv("x")[-3:] == ["-m", "balog", "x"]
+
+
+# -- where packages and the config file are found -----------------------------------------------
+
+CWD_PACKAGE = """
+from balog.consumers import consumer_config
+
+
+@consumer_config(topic="cwd-topic", cls_type="job")
+def work(event):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "expected"),
+    [
+        (["describe", "cwdpkg"], 0, "cwdpkg.work"),
+        (["consume", "cwdpkg", "--engine", "nosuch"], 1, "no balog.engines plugin named 'nosuch'"),
+    ],
+    ids=["describe", "consume"],
+)
+def test_console_script_imports_packages_from_the_current_directory(
+    tmp_path: Path, args: list[str], status: int, expected: str
+) -> None:
+    """The installed 'balog' script finds a package in the current directory, as python -m
+    does (consume gets past the import to the engine)."""
+    script = Path(sys.executable).with_name("balog")
+    assert script.exists(), "the console script is installed next to the interpreter"
+    write_module(tmp_path, "cwdpkg.__init__", CWD_PACKAGE)
+    result = subprocess.run(
+        [str(script), *args],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status == result.returncode, result.stderr
+    assert expected in result.stdout + result.stderr
+
+
+def test_balog_toml_in_the_current_directory_is_used(
+    run_balog: RunBalog, start_balog: StartBalog, tmp_path: Path
+) -> None:
+    """With no --config and no BALOG_CONFIG, ./balog.toml configures every command; consume's
+    start-up line says it was read; BALOG_CONFIG set empty reads no file."""
+    db = tmp_path / "from-toml.sqlite3"
+    (tmp_path / "balog.toml").write_text(
+        f'[balog]\nurl = "sqlite:///{db}"\n[balog.options]\nwait = 0.2\n'
+    )
+    shown = run_balog("config", "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert (f"sqlite:///{db}", "balog.toml") == (document["url"], document["file"])
+    assert document["sources"]["file"] == "current directory"
+    consumer = start_balog("consume", "demo_app")
+    line = consumer.wait_for_line("balog: consuming")
+    assert line.endswith("; config ./balog.toml (found in the current directory)")
+    assert f"url sqlite:///{db}" in line
+    assert consumer.stop() == 0
+    ignored = run_balog("config", "--format", "json", env={"BALOG_CONFIG": ""})
+    assert json.loads(ignored.stdout)["file"] is None
+
+
+def test_config_masks_nested_secrets_and_query_passwords(
+    run_balog: RunBalog, tmp_path: Path
+) -> None:
+    """balog config shows nested secret options and a Redis ?password= masked, as text and
+    JSON; JSON option values are shown as JSON."""
+    path = tmp_path / "redis.toml"
+    path.write_text(
+        '[balog]\nengine = "redis"\nurl = "redis://127.0.0.1:6379/0?password=QUERYCANARY"\n'
+        '[balog.options.sentinel_kwargs]\npassword = "NESTEDCANARY"\nsocket_timeout = 2\n'
+    )
+    json_out = run_balog("config", "--config", str(path), "--format", "json")
+    text_out = run_balog(
+        "config", "--config", str(path), "-o", 'transport_options={"token": "OPTIONCANARY"}'
+    )
+    for result in (json_out, text_out):
+        assert result.returncode == 0, result.stderr
+        for canary in ("QUERYCANARY", "NESTEDCANARY", "OPTIONCANARY"):
+            assert canary not in result.stdout + result.stderr
+    document = json.loads(json_out.stdout)
+    assert document["url"] == "redis://127.0.0.1:6379/0?password=**"
+    expected = {"sentinel_kwargs": {"password": "**", "socket_timeout": 2}}
+    assert expected == document["options"]
+    assert 'option transport_options  {"token": "**"}' in text_out.stdout

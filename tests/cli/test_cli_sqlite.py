@@ -13,11 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, balog_argv, clean_env, write_module
+from conftest import EXAMPLES, balog_argv, clean_env, wait_for, write_module
 
 from balog.events import encode, new_event
 from balog.transports.sqlite import SQLiteTransport
@@ -49,14 +49,6 @@ def work(event):
         raise RuntimeError("job refused")
     _record("done", event)
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def ledger(path: Path, step: str = "done") -> list[tuple[str, int]]:

@@ -344,3 +344,25 @@ def test_send_error_is_not_raised_for_a_valid_batch(backend: Backend) -> None:
     engine = backend.make_engine(hub, backoff=FAST_RETRY)
     run_engine_until(engine, lambda: len(processed) >= 10)
     assert sorted(i for i, _ in ids_bodies) == sorted(processed)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis-native", "sqs"], indirect=True)
+def test_invalid_body_of_exactly_the_transport_limit_is_dead_lettered_whole(
+    backend: Backend,
+) -> None:
+    """An invalid body of exactly max_body_size bytes is dead-lettered whole, once, and never
+    loops: its dead letter fits the backend's limit however the reason has to be shortened."""
+    limit = backend.max_body_size
+    assert limit is not None, f"{backend.name} should declare a body size limit"
+    body = (b"[" + b"1," * limit)[: limit - 2] + b"1]"  # JSON, but not an object
+    assert len(body) == limit
+    good_id, good = good_event()
+    backend.send(body, good)
+    processed: list[str] = []
+    hub = ConsumerHub([Consumer(lambda e: processed.append(e["header"]["id"]), backend.topic)])
+    engine = backend.make_engine(hub, backoff=FAST_RETRY)
+    run_engine_until(engine, lambda: processed and backend.dead_letters())
+    assert [good_id] == processed
+    assert [body] == [letter.body for letter in backend.dead_letters()]
+    stats = engine.stats()[backend.topic]
+    assert (stats.received, stats.processed, stats.dead_lettered, stats.errors) == (2, 1, 1, 0)

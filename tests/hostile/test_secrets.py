@@ -176,18 +176,30 @@ def test_broker_passwords_stay_out_of_errors_reprs_and_logs(
     assert_no_canary(texts, formatted_logs(everything_at_debug))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://canaryuser:{REDIS_PASSWORD}@127.0.0.1:6379/0",
+        f"redis://canaryuser@127.0.0.1:6379/0?password={REDIS_PASSWORD}",
+    ],
+    ids=["in-user-info", "in-query"],
+)
 def test_native_redis_password_stays_out_of_errors_reprs_and_logs(
-    everything_at_debug: pytest.LogCaptureFixture, redis_url: str
+    everything_at_debug: pytest.LogCaptureFixture, redis_url: str, url: str
 ) -> None:
-    """The native Redis transport and engine: a refused password, the engine's retries, an
-    unreachable server and every repr hide the password."""
+    """The native Redis transport and engine, with the password in the user info or as
+    redis-py's ``?password=``: a refused password (at verify() and at a send), the engine's
+    retries, an unreachable server and every repr hide it."""
     from balog.exceptions import AuthenticationError, TransportConnectionError
     from balog.transports.redis import RedisTransport
 
-    url = f"redis://canaryuser:{REDIS_PASSWORD}@127.0.0.1:6379/0"  # a user Redis lacks
+    # canaryuser is a user Redis lacks, so the password is refused
     texts: list[str] = []
     transport = RedisTransport(url, connect_timeout=2)
     texts.append(repr(transport))
+    with pytest.raises(AuthenticationError) as at_start:
+        transport.verify("canary-topic")
+    texts += error_chain(at_start.value)
     with pytest.raises(AuthenticationError) as refused:
         transport.send("canary-topic", [b"{}"])
     texts += error_chain(refused.value)

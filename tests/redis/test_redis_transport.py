@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+import balog._secrets
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import create_engine
 from balog.engines.redis import RedisEngine
@@ -19,6 +20,7 @@ from balog.exceptions import (
     AuthenticationError,
     ConfigurationError,
     LeaseExpired,
+    TopicMismatch,
     TransportConnectionError,
     TransportError,
 )
@@ -259,15 +261,219 @@ def test_receive_waits_for_a_message_sent_meanwhile(
     assert time.monotonic() - started < 2.0
 
 
-def test_orphaned_id_is_skipped(
+def test_id_without_its_hash_is_refused_with_its_bytes(
     transport: RedisTransport, client: Any, prefix: str, unique_name: str
 ) -> None:
-    """An id whose message hash is gone (deleted by hand) is skipped, not delivered empty."""
+    """An id whose message hash is gone comes back alone as a refused delivery holding the id
+    as it was pushed, the message beside it flows on, and dead-lettering it keeps those bytes."""
     transport.send(unique_name, [b"a", b"b"])
-    first_id = client.lindex(f"{prefix}q:{unique_name}", 0).decode()
-    client.delete(f"{prefix}m:{first_id}")
+    first_id = client.lindex(f"{prefix}q:{unique_name}", 0)
+    client.delete(prefix.encode() + b"m:" + first_id)
     got = transport.receive(unique_name, max_messages=10, wait=0.0)
-    assert [d.body for d in got] == [b"b"]
+    assert [(first_id, True), (b"b", False)] == [(d.body, d.refused is not None) for d in got]
+    refused, valid = got
+    assert "hash is gone" in str(refused.refused)
+    transport.ack(valid)
+    transport.dead_letter(refused, refused.refused)
+    assert [first_id] == [x.body for x in transport.dead_letters(unique_name)]
+    assert transport.receive(unique_name, wait=0.0) == []
+
+
+def test_headers_that_are_not_json_are_refused_and_the_batch_flows_on(
+    transport: RedisTransport, client: Any, prefix: str, unique_name: str
+) -> None:
+    """A message hash whose headers field is not JSON no longer fails every receive: it comes
+    back refused with the hash's body, the messages claimed beside it are delivered, and it
+    dead-letters with that body."""
+    transport.send(unique_name, [b"before"])
+    client.hset(f"{prefix}m:foreign1", mapping={"b": b"the body", "h": b"{not json", "c": 0})
+    client.rpush(f"{prefix}q:{unique_name}", "foreign1")
+    transport.send(unique_name, [b"after"])
+    got = transport.receive(unique_name, max_messages=10, wait=0.0)
+    expected = [(b"before", False), (b"the body", True), (b"after", False)]
+    assert expected == [(d.body, d.refused is not None) for d in got]
+    assert "headers field is not JSON" in str(got[1].refused)
+    transport.ack_many([got[0], got[2]])
+    transport.dead_letter(got[1], "refused")
+    [letter] = transport.dead_letters(unique_name)
+    assert (got[1].body, "refused") == (letter.body, letter.reason)
+    assert transport.receive(unique_name, wait=0.0) == []
+
+
+def test_bare_event_pushed_by_a_foreign_client_is_refused_never_lost(
+    transport: RedisTransport, client: Any, prefix: str, unique_name: str
+) -> None:
+    """A bare event LPUSHed onto the ready list by another client is a refused delivery holding
+    the bytes pushed; nacked it comes back refused with a higher count, dead-lettered it keeps
+    the bytes, and replayed it is an ordinary message."""
+    from balog.events import encode, new_event
+
+    bare = encode(new_event("foreign.client", {"cls_type": "n", "n": 1}))
+    client.lpush(f"{prefix}q:{unique_name}", bare)
+    [d] = receive_until(transport, unique_name, 1)
+    assert (bare, 1) == (d.body, d.receive_count)
+    assert "client other than balog" in str(d.refused)
+    transport.nack(d)
+    [again] = receive_until(transport, unique_name, 1)
+    assert (bare, 2, d.refused) == (again.body, again.receive_count, again.refused)
+    transport.dead_letter(again, again.refused or "")
+    [letter] = transport.dead_letters(unique_name)
+    assert (bare, 2) == (letter.body, letter.receive_count)
+    assert transport.replay_dead_letters(unique_name) == 1
+    [back] = receive_until(transport, unique_name, 1)
+    assert (bare, None) == (back.body, back.refused)
+    transport.ack(back)
+
+
+@pytest.mark.parametrize("kind", ["string", "hash without a body"])
+def test_entry_naming_a_key_of_another_kind_is_refused(
+    transport: RedisTransport, client: Any, prefix: str, unique_name: str, kind: str
+) -> None:
+    """An entry naming a key that is not a balog message hash (a string, a hash without a body)
+    is refused with the entry's bytes; the other key is left as it was."""
+    key = f"{prefix}m:other-{unique_name}"
+    if kind == "string":
+        client.set(key, "their value")
+    else:
+        client.hset(key, "x", "1")
+    client.rpush(f"{prefix}q:{unique_name}", f"other-{unique_name}")
+    transport.send(unique_name, [b"valid"])
+    got = transport.receive(unique_name, max_messages=10, wait=0.0)
+    assert [f"other-{unique_name}".encode(), b"valid"] == [d.body for d in got]
+    assert [d.refused is not None for d in got] == [True, False]
+    transport.dead_letter(got[0], "refused")
+    transport.ack(got[1])
+    assert [f"other-{unique_name}".encode()] == [
+        x.body for x in transport.dead_letters(unique_name)
+    ]
+    assert (b"their value" if kind == "string" else {b"x": b"1"}) == (
+        client.get(key) if kind == "string" else client.hgetall(key)
+    )
+
+
+def test_message_whose_id_is_not_utf8_is_delivered_and_acked(
+    transport: RedisTransport, client: Any, prefix: str, unique_name: str
+) -> None:
+    """A message another client wrote in balog's format under an id that is not UTF-8 is
+    delivered (its id shown escaped) and its ack removes it: it does not fail the receive."""
+    raw_id = b"id-\xff\xfe"
+    client.hset(prefix.encode() + b"m:" + raw_id, mapping={"b": b"body", "c": 0})
+    client.rpush(f"{prefix}q:{unique_name}", raw_id)
+    [d] = receive_until(transport, unique_name, 1)
+    expected = ("id-\\xff\\xfe", b"body", None)
+    assert expected == (d.message_id, d.body, d.refused)
+    transport.ack(d)
+    assert sorted(client.scan_iter(match=prefix + "*")) == []
+
+
+def test_dead_letter_of_a_body_at_the_limit_keeps_it_whole(
+    redis_url: str, prefix: str, unique_name: str
+) -> None:
+    """A body of exactly max_body_size, with headers, dead-letters whole with a long reason:
+    the move happens in place, so no limit cuts it."""
+    with RedisTransport(redis_url, prefix=prefix, max_body_size=4096) as t:
+        body = bytes(range(256)) * 16
+        t.send(unique_name, [body], headers={"origin": "x" * 500})
+        [d] = t.receive(unique_name, wait=1.0)
+        t.dead_letter(d, "r" * 20_000)
+        [letter] = t.dead_letters(unique_name)
+    assert (body, "r" * 20_000) == (letter.body, letter.reason)
+
+
+def test_verify_accepts_fresh_and_used_topics(transport: RedisTransport, unique_name: str) -> None:
+    """verify() passes on a topic with no keys yet and on one holding messages, delays, leases
+    and dead letters."""
+    transport.verify(unique_name)
+    transport.send(unique_name, [b"a", b"b", b"c"])
+    a, b, _ = transport.receive(unique_name, max_messages=3, wait=0.0)
+    transport.nack(a, delay=30)
+    transport.dead_letter(b, "x")
+    transport.verify(unique_name)
+
+
+@pytest.mark.parametrize("key", ["q:{t}", "l:{t}", "d:{t}-dead-letter"])
+def test_verify_refuses_keys_of_another_type(
+    transport: RedisTransport, client: Any, prefix: str, unique_name: str, key: str
+) -> None:
+    """A key of the topic (or of its dead-letter topic) holding another type than balog keeps
+    there is a fatal TopicMismatch naming the key; receive meets it the same way."""
+    name = prefix + key.format(t=unique_name)
+    client.set(name, "someone else's")
+    with pytest.raises(TopicMismatch) as info:
+        transport.verify(unique_name)
+    assert info.value.fatal
+    assert f"{name!r}" in str(info.value)
+    assert "prefix=" in str(info.value)
+    if key.startswith("q:"):
+        with pytest.raises(TopicMismatch):
+            transport.receive(unique_name, wait=0.0)
+
+
+@pytest.fixture
+def acl_user(client: Any, prefix: str) -> Iterator[tuple[str, str]]:
+    """A Redis ACL user with a password, allowed every command on the test prefix's keys."""
+    name = f"balog-test-{uuid.uuid4().hex[:8]}"
+    password = f"right-{uuid.uuid4().hex}"
+    client.acl_setuser(
+        name, enabled=True, passwords=[f"+{password}"], keys=[f"{prefix}*"], commands=["+@all"]
+    )
+    yield name, password
+    client.acl_deluser(name)
+
+
+def test_verify_finds_a_wrong_password_at_start_up(
+    redis_url: str, prefix: str, unique_name: str, acl_user: tuple[str, str]
+) -> None:
+    """A wrong password for an existing user is a fatal AuthenticationError from verify(),
+    without the password; the right one verifies."""
+    name, password = acl_user
+    host = redis_url.split("://", 1)[1]
+    with (
+        RedisTransport(f"redis://{name}:{CANARY}@{host}", prefix=prefix) as wrong,
+        pytest.raises(AuthenticationError) as info,
+    ):
+        wrong.verify(unique_name)
+    assert info.value.fatal
+    assert CANARY not in str(info.value)
+    with RedisTransport(f"redis://{name}:{password}@{host}", prefix=prefix) as right:
+        right.verify(unique_name)
+
+
+def test_verify_finds_a_user_not_allowed_the_keys(
+    redis_url: str, client: Any, unique_name: str, acl_user: tuple[str, str]
+) -> None:
+    """A user whose ACL does not cover the transport's prefix is a fatal AuthenticationError
+    from verify(), before any message is received."""
+    name, password = acl_user
+    host = redis_url.split("://", 1)[1]
+    with (
+        RedisTransport(f"redis://{name}:{password}@{host}", prefix="elsewhere:") as t,
+        pytest.raises(AuthenticationError) as info,
+    ):
+        t.verify(unique_name)
+    assert info.value.fatal
+    assert "no permissions" in str(info.value)
+
+
+def test_verify_of_an_unreachable_server_is_a_connection_error(unique_name: str) -> None:
+    """A server nobody listens on is a TransportConnectionError, which is not fatal: retrying
+    may help."""
+    with (
+        RedisTransport(f"redis://127.0.0.1:{closed_port()}/0", connect_timeout=1.0) as t,
+        pytest.raises(TransportConnectionError) as info,
+    ):
+        t.verify(unique_name)
+    assert not info.value.fatal
+
+
+def test_verify_of_a_database_number_out_of_range_is_a_configuration_error(
+    redis_url: str, unique_name: str
+) -> None:
+    """A database number the server does not have is a fatal ConfigurationError."""
+    base = redis_url.rsplit("/", 1)[0]
+    with RedisTransport(f"{base}/4096") as t, pytest.raises(ConfigurationError) as info:
+        t.verify(unique_name)
+    assert "database number" in str(info.value)
 
 
 def test_closed_transport_refuses_work(transport: RedisTransport, unique_name: str) -> None:
@@ -285,12 +491,13 @@ def test_bad_url_is_a_configuration_error() -> None:
 
 
 def test_password_is_masked_in_repr() -> None:
-    """repr shows the URL with the password replaced by **."""
+    """repr shows the URL with the password replaced by **; mask_url is balog's one masking."""
     t = RedisTransport(f"redis://:{CANARY}@127.0.0.1:{closed_port()}/3")
     try:
         assert f"RedisTransport(url='redis://:**@127.0.0.1:{t.url.rsplit(':', 1)[1]}" in repr(t)
         assert CANARY not in repr(t)
         assert mask_url(f"redis://user:{CANARY}@[::1]:6379/0") == "redis://user:**@[::1]:6379/0"
+        assert mask_url is balog._secrets.mask_url
     finally:
         t.close()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,24 @@ class TestSQLiteTransport(TransportConformance):
 
     def make_transport(self) -> Transport:
         return SQLiteTransport(self.path)
+
+    def push_foreign(self, transport: Transport, topic: str) -> bytes:
+        """A row inserted with plain sqlite3, as a cron job or a shell script would: the body
+        as TEXT, not JSON, and headers that are not JSON either."""
+        transport.verify(topic)  # the table exists, as once any balog process has started
+        text = f"foreign row from a shell script {uuid.uuid4().hex}"
+        conn = sqlite3.connect(self.path)
+        try:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO balog_messages (topic, body, headers, visible_after, sent_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (topic, text, "origin=cron", now, now),
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        return text.encode()
 
 
 class TestSQLiteEngine(TestSQLiteTransport):

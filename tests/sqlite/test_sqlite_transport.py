@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from balog.exceptions import (
     LeaseExpired,
     MessageTooLarge,
     ThrottledError,
-    TransportConnectionError,
+    TopicMismatch,
     TransportError,
 )
 from balog.transports import create_transport
@@ -321,12 +323,17 @@ def test_locked_database_raises_throttled(tmp_path: Path, unique_name: str) -> N
     t.close()
 
 
-def test_unopenable_file_raises_connection_error(tmp_path: Path) -> None:
-    """A database in a missing directory raises TransportConnectionError from sqlite3's error."""
-    t = SQLiteTransport(tmp_path / "missing" / "q.sqlite3")
-    with pytest.raises(TransportConnectionError) as info:
-        t.send("topic", [b"x"])
-    assert isinstance(info.value.__cause__, sqlite3.Error)
+def test_database_in_a_missing_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    """A database in a missing directory is a fatal ConfigurationError naming the path, from
+    verify() and from a send alike: retrying cannot create the directory."""
+    path = tmp_path / "missing" / "q.sqlite3"
+    t = SQLiteTransport(path)
+    for call in (lambda: t.verify("topic"), lambda: t.send("topic", [b"x"])):
+        with pytest.raises(ConfigurationError) as info:
+            call()
+        assert info.value.fatal
+        assert f"{str(path)!r}" in str(info.value)
+        assert "directory does not exist" in str(info.value)
 
 
 def test_options_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -454,3 +461,170 @@ def test_replay_moves_many_in_chunks(transport: SQLiteTransport, unique_name: st
     while batch := transport.receive(unique_name, max_messages=100, wait=0.0):
         replayed.extend(d.body for d in batch)
     assert (replayed, transport.dead_letters(unique_name)) == (bodies, [])
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask (022), under which files are created world-readable by default."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def modes(path: Path) -> dict[str, int]:
+    """Permission bits of the database file and of its -wal and -shm files, by suffix."""
+    return {
+        suffix: stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) for suffix in ("", "-wal", "-shm")
+    }
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_new_database_and_its_wal_and_shm_files_are_private(
+    tmp_path: Path, unique_name: str
+) -> None:
+    """A database file the transport creates, and the -wal and -shm files beside it, are
+    readable and writable by their owner only (0600), whatever the umask lets through."""
+    path = tmp_path / "private.sqlite3"
+    with SQLiteTransport(path) as t:
+        t.send(unique_name, [b"secret event"])
+        assert len(receive_until(t, unique_name, 1)) == 1
+        expected = {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+        assert expected == modes(path)
+
+
+@pytest.mark.usefixtures("umask_022")
+@pytest.mark.parametrize("file_mode", [0o640, "660"])
+def test_file_mode_sets_the_permissions_of_every_file(
+    tmp_path: Path, unique_name: str, file_mode: int | str
+) -> None:
+    """file_mode= (bits, or an octal string) sets the mode of the database, -wal and -shm
+    files, so that a group can share them."""
+    expected = file_mode if isinstance(file_mode, int) else int(file_mode, 8)
+    path = tmp_path / "shared.sqlite3"
+    with SQLiteTransport(path, file_mode=file_mode) as t:
+        t.send(unique_name, [b"x"])
+        assert {"": expected, "-wal": expected, "-shm": expected} == modes(path)
+
+
+@pytest.mark.parametrize("file_mode", [0o400, 0o1777, 640, "rw-r-----", "999"])
+def test_file_mode_that_locks_the_owner_out_is_refused(
+    tmp_path: Path, file_mode: int | str
+) -> None:
+    """A file_mode without the owner's read and write bits, past 0o777, or not octal (640 is
+    the decimal number, not 0o640) is a ConfigurationError when the transport is built."""
+    with pytest.raises(ConfigurationError) as info:
+        SQLiteTransport(tmp_path / "x.sqlite3", file_mode=file_mode)
+    assert "file_mode" in str(info.value)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_existing_file_keeps_its_mode(tmp_path: Path, unique_name: str) -> None:
+    """A database file that exists already keeps the permissions its owner gave it."""
+    path = tmp_path / "theirs.sqlite3"
+    path.touch(mode=0o644)
+    with SQLiteTransport(path) as t:
+        t.send(unique_name, [b"x"])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_verify_creates_and_checks_a_fresh_database(tmp_path: Path, unique_name: str) -> None:
+    """verify() on a path with no file creates the database (private) and passes; it passes
+    again on the file in use."""
+    path = tmp_path / "fresh.sqlite3"
+    with SQLiteTransport(path) as t:
+        t.verify(unique_name)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        t.send(unique_name, [b"x"])
+        t.verify(unique_name)
+
+
+def test_verify_refuses_a_directory_and_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """A path that is a directory, or a file that is not a SQLite database, is a fatal
+    ConfigurationError from verify() naming the path."""
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_bytes(b"these are someone's notes, not a database\n" * 100)
+    for path, words in ((tmp_path, "is a directory"), (not_a_database, "not a SQLite database")):
+        with SQLiteTransport(path) as t, pytest.raises(ConfigurationError) as info:
+            t.verify("topic")
+        assert info.value.fatal
+        assert words in str(info.value)
+        assert f"{str(path)!r}" in str(info.value)
+
+
+def test_verify_refuses_another_applications_table(tmp_path: Path) -> None:
+    """A database whose balog_messages table is another application's (other columns) is a
+    fatal TopicMismatch naming the missing columns."""
+    path = tmp_path / "app.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE balog_messages (id INTEGER PRIMARY KEY, message TEXT)")
+    conn.commit()
+    conn.close()
+    for call in (lambda t: t.verify("topic"), lambda t: t.send("topic", [b"x"])):
+        with SQLiteTransport(path) as t, pytest.raises(TopicMismatch) as info:
+            call(t)
+        assert info.value.fatal
+        assert "visible_after" in str(info.value)
+
+
+def insert_raw(path: Path, topic: str, body: Any, headers: Any = None) -> None:
+    """Insert a row the way another program would: plain sqlite3, its own types."""
+    conn = sqlite3.connect(path)
+    now = time.time()
+    conn.execute(
+        "INSERT INTO balog_messages (topic, body, headers, visible_after, sent_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (topic, body, headers, now, now),
+    )
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("headers", ["{not json", "[1, 2]"])
+def test_row_whose_headers_are_not_a_json_object_is_refused_and_the_batch_flows_on(
+    transport: SQLiteTransport, unique_name: str, headers: str
+) -> None:
+    """A row another program inserted with headers that are not a JSON object no longer fails
+    the receive: it comes back refused with its body, the rows beside it are delivered, and
+    its dead letter keeps the body."""
+    transport.send(unique_name, [b"before"])
+    insert_raw(Path(transport.path), unique_name, b"their body", headers)
+    transport.send(unique_name, [b"after"])
+    got = receive_until(transport, unique_name, 3)
+    expected = [(b"before", False), (b"their body", True), (b"after", False)]
+    assert expected == [(d.body, d.refused is not None) for d in got]
+    assert "headers column is" in str(got[1].refused)
+    transport.ack(got[0])
+    transport.ack(got[2])
+    transport.dead_letter(got[1], str(got[1].refused))
+    [letter] = transport.dead_letters(unique_name)
+    assert (b"their body", got[1].refused) == (letter.body, letter.reason)
+
+
+def test_text_body_inserted_by_another_program_arrives_as_bytes(
+    transport: SQLiteTransport, unique_name: str
+) -> None:
+    """A body another program stored as TEXT is handed over as its UTF-8 bytes; dead-lettered
+    and replayed it keeps them."""
+    transport.verify(unique_name)  # the table exists, as once any engine has started
+    insert_raw(Path(transport.path), unique_name, "caf\u00e9 au lait")
+    [d] = receive_until(transport, unique_name, 1)
+    assert ("caf\u00e9 au lait".encode(), None) == (d.body, d.refused)
+    transport.dead_letter(d, "not json")
+    assert ["caf\u00e9 au lait".encode()] == [x.body for x in transport.dead_letters(unique_name)]
+    assert transport.replay_dead_letters(unique_name) == 1
+    [back] = receive_until(transport, unique_name, 1)
+    assert back.body == "caf\u00e9 au lait".encode()
+
+
+def test_dead_letter_of_a_body_at_the_limit_keeps_it_whole(
+    tmp_path: Path, unique_name: str
+) -> None:
+    """A body of exactly max_body_size, with headers, dead-letters whole with a long reason:
+    the row moves in place, so no limit cuts it."""
+    with SQLiteTransport(tmp_path / "limit.sqlite3", max_body_size=4096) as t:
+        body = bytes(range(256)) * 16
+        t.send(unique_name, [body], headers={"origin": "x" * 500})
+        [d] = receive_until(t, unique_name, 1)
+        t.dead_letter(d, "r" * 20_000)
+        [letter] = t.dead_letters(unique_name)
+    assert (body, "r" * 20_000) == (letter.body, letter.reason)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,3 +49,40 @@ def fault_proxy(sqs_endpoint: str) -> Iterator[FaultProxy]:
     proxy = FaultProxy(sqs_endpoint)
     yield proxy
     proxy.close()
+
+
+def _moto_auth(endpoint: str, count: str) -> None:
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=count.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    urllib.request.urlopen(request).close()
+
+
+@pytest.fixture
+def aws_auth(sqs_endpoint: str) -> Iterator[tuple[str, str]]:
+    """An IAM user allowed every SQS action, and moto checking every request's signature and
+    permissions from now on (as AWS does); moto trusts every request again afterwards."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=sqs_endpoint, region_name="us-east-1")
+    name = f"balog-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=name)
+    iam.put_user_policy(
+        UserName=name,
+        PolicyName="sqs",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    _moto_auth(sqs_endpoint, "0")
+    try:
+        yield key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        _moto_auth(sqs_endpoint, "inf")

@@ -195,3 +195,26 @@ class FaultProxy:
             for e in failing
         ]
         return status, out_headers, json.dumps(result).encode()
+
+
+def unreachable(user_info: str = "") -> tuple[str, Any]:
+    """An endpoint URL nobody listens on (``user_info`` put before the host), and an
+    ``SQSTransport`` on it that gives up after one quick try."""
+    import socket
+
+    import botocore.config
+
+    from balog.transports.sqs import SQSTransport
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://{user_info}127.0.0.1:{port}"
+    transport = SQSTransport(
+        endpoint_url=url,
+        region="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    return url, transport

@@ -101,6 +101,7 @@ def test_delete_only_after_success(
     """While the consumer runs the message is in flight, not deleted; once it returns the
     message is deleted."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     started, finish = threading.Event(), threading.Event()
     seen: list[dict[str, Any]] = []
 
@@ -207,6 +208,7 @@ def test_heartbeat_keeps_long_work_from_a_second_engine(
     """A consumer running for twice the visibility timeout keeps its message: a second engine
     polling the queue meanwhile never gets it, and it is deleted once done."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     first: list[dict[str, Any]] = []
     second: list[dict[str, Any]] = []
 
@@ -232,6 +234,7 @@ def test_stop_finishes_in_flight_and_releases_the_rest_at_once(
     """On stop the running consumer finishes and its message is deleted; the received but
     unstarted messages are visible again at once, not after the 30 s visibility timeout."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     started, finish = threading.Event(), threading.Event()
     seen: list[dict[str, Any]] = []
 
@@ -263,6 +266,7 @@ def test_stop_is_prompt_during_a_long_poll(
 ) -> None:
     """With the default 20 s long poll, run() returns within a couple of seconds of stop()."""
     make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     engine = SQSEngine(hub_for(unique_name, lambda e: None), endpoint_url=sqs_endpoint)
     assert engine.wait == 20
     thread = threading.Thread(target=engine.run, daemon=True)
@@ -280,6 +284,7 @@ def test_message_received_after_stop_is_released(
 ) -> None:
     """A message that a long poll brings back after stop() is made visible again at once."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     seen: list[dict[str, Any]] = []
     engine = engine_for(sqs_endpoint, hub_for(unique_name, seen.append), wait=3, lease=30)
     thread = threading.Thread(target=engine.run, daemon=True)
@@ -298,8 +303,10 @@ def test_balog_001_event_consumed(
     sqs_endpoint: str, make_queue: Callable[..., str], unique_name: str
 ) -> None:
     """An event written by balog 0.0.1 (old id, timestamp and string metric values) reaches a
-    consumer declared with version '<1.0'."""
+    consumer declared with version '<1.0', its metric values read as numbers (upcast), its
+    schema version as written."""
     make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     old = (
         b'{"schema": "0.0.1", "header": {"id": "LGk37Fo3xLLVx9GrfnyTuvBd", '
         b'"channel": "justitia.scripts.process_results.done", '
@@ -313,7 +320,7 @@ def test_balog_001_event_consumed(
     assert engine.drain(raise_errors=True, timeout=10) == 1
     engine.close()
     assert [(e["schema"], e["header"]["id"], e["payload"]["values"]) for e in seen] == [
-        ("0.0.1", "LGk37Fo3xLLVx9GrfnyTuvBd", [{"name": "total", "value": "1234.0"}])
+        ("0.0.1", "LGk37Fo3xLLVx9GrfnyTuvBd", [{"name": "total", "value": 1234.0}])
     ]
 
 
@@ -323,6 +330,7 @@ def test_deletes_of_a_batch_go_out_together(
     """Ten messages received together are deleted with one DeleteMessageBatch call, and none
     with DeleteMessage."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     seen: list[dict[str, Any]] = []
     engine = engine_for(fault_proxy.url, hub_for(unique_name, seen.append))
     SQSTransport(endpoint_url=fault_proxy.url).send(unique_name, [event_body(i) for i in range(10)])
@@ -341,6 +349,7 @@ def test_failed_delete_is_not_counted_processed(
     """When the service keeps failing a delete entry, that message is counted as an error, not
     processed, and stays on the queue to come back."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     engine = engine_for(fault_proxy.url, hub_for(unique_name, lambda e: None))
     engine.transport.retry_delay = 0.01
     SQSTransport(endpoint_url=fault_proxy.url).send(unique_name, [event_body(1), event_body(2)])
@@ -382,7 +391,7 @@ def test_engine_repr_and_logs_hold_no_secret(
     """The engine's repr and everything logged while it fails and dead-letters hold neither
     the access key nor the secret."""
     caplog.set_level(logging.DEBUG)
-    make_queue(unique_name)
+    make_queue(unique_name)  # and no dead-letter queue: drain() does not check at start-up
 
     def consume(event: dict[str, Any]) -> None:
         raise ValueError("bad")
@@ -412,6 +421,7 @@ def test_processed_message_keeps_its_lease_while_the_next_one_runs(
     """A processed message whose delete waits for the rest of its batch is kept leased while a
     slow consumer runs on the next message: a second engine never gets it."""
     url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")  # the engine checks it at start-up
     first: list[int] = []
     second: list[int] = []
 
@@ -435,3 +445,41 @@ def test_processed_message_keeps_its_lease_while_the_next_one_runs(
             wait_for(lambda: engine.stats()[unique_name].processed == 2, timeout=15)
     assert (sorted(first), second) == ([0, 1], [])
     assert visible_count(sqs_client, url) == (0, 0)
+
+
+def test_fifo_group_is_never_processed_twice_at_once(
+    sqs_endpoint: str, make_queue: Callable[..., str], unique_name: str
+) -> None:
+    """On a FIFO queue, with async consumers run four at a time, two events of one message
+    group are never processed at once and each group keeps its order; groups run together."""
+    import asyncio
+
+    name = unique_name[:50] + ".fifo"
+    make_queue(name)
+    make_queue(unique_name[:50] + "-dead-letter.fifo")
+    busy: dict[str, int] = {}
+    overlaps: list[str] = []
+    order: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    async def consume(event: dict[str, Any]) -> None:
+        group, n = event["header"]["channel"], event["payload"]["values"][0]["value"]
+        with lock:
+            busy[group] = busy.get(group, 0) + 1
+            if busy[group] > 1:
+                overlaps.append(group)
+            order.setdefault(group, []).append(n)
+        await asyncio.sleep(0.05 if n % 2 else 0.01)
+        with lock:
+            busy[group] -= 1
+
+    bodies = [
+        encode(new_event(f"app.group{n % 2}", {**METRICS, "values": [{"name": "n", "value": n}]}))
+        for n in range(12)
+    ]
+    SQSTransport(endpoint_url=sqs_endpoint).send(name, bodies)
+    engine = engine_for(sqs_endpoint, hub_for(name, consume), max_in_flight=4)
+    with running(engine):
+        wait_for(lambda: sum(len(v) for v in order.values()) == 12, timeout=20)
+    assert overlaps == []
+    assert order == {"app.group0": list(range(0, 12, 2)), "app.group1": list(range(1, 12, 2))}

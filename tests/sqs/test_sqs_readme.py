@@ -72,6 +72,8 @@ def test_readme_example_consumes_what_get_logger_produced(
     queue = f"myproj-events-{env}"
     sqs_client.create_queue(QueueName=queue)
     sqs_client.create_queue(QueueName=f"other-{env}")  # seedapp's nested consumer listens here
+    for name in (queue, f"other-{env}"):  # the engine checks the dead-letter queues at start-up
+        sqs_client.create_queue(QueueName=f"{name}-dead-letter")
     settings = {
         "api.sqs.queue_env": env,
         "api.sqs.region": "us-east-1",

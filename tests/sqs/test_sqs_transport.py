@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +10,12 @@ from typing import Any
 import botocore.config
 import botocore.exceptions
 import pytest
-from sqs_helpers import FaultProxy, visible_count, wait_for
+from sqs_helpers import FaultProxy, unreachable, visible_count, wait_for
 
-from balog.events import encode, new_event
+from balog.events import encode, loads, new_event
 from balog.exceptions import (
     AuthenticationError,
+    ConfigurationError,
     LeaseExpired,
     MessageTooLarge,
     SendError,
@@ -29,6 +29,7 @@ from balog.transports.sqs import SQSTransport
 
 CANARY_KEY = "AKIACANARYKEY1234567"
 CANARY_SECRET = "canary/secret+Value0123456789abcdefghijk"
+URL_SECRET = "canary-url-secret-0123456789"
 
 
 def receive_all(
@@ -399,17 +400,7 @@ def test_throttling_that_persists_raises_throttled_error(
 
 def test_unreachable_endpoint_raises_connection_error(unique_name: str) -> None:
     """An endpoint nobody listens on raises TransportConnectionError."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1)
-    t = SQSTransport(
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
+    _, t = unreachable()
     with pytest.raises(TransportConnectionError):
         t.send(unique_name, [b"{}"])
 
@@ -461,7 +452,7 @@ def test_no_secret_in_repr_errors_or_logs(
     texts += [str(partial.value), repr(partial.value)]
     balog_logs = [r.getMessage() for r in caplog.records if r.name.startswith("balog")]
     assert [x for x in texts + balog_logs if CANARY_KEY in x or CANARY_SECRET in x] == []
-    assert "The key *** with secret *** is not valid" in str(auth.value)
+    assert "The key ** with secret ** is not valid" in str(auth.value)
 
 
 def test_secret_never_logged_in_normal_traffic(
@@ -487,3 +478,149 @@ def test_secret_never_logged_in_normal_traffic(
         t.send(unique_name + "-missing", [b"{}"])
     assert CANARY_SECRET not in caplog.text
     assert CANARY_KEY not in str(info.value) + repr(t)
+
+
+def raw_messages(client: Any, url: str, expected: int, timeout: float = 10.0) -> list[Any]:
+    """Messages of a queue read with plain boto3, attributes included."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < expected and time.monotonic() < deadline:
+        got += client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+    return got
+
+
+def message_size(message: dict[str, Any]) -> int:
+    """Bytes of a received message as SQS counts them against its size limit."""
+    return wire_size(
+        {"MessageBody": message["Body"], "MessageAttributes": message.get("MessageAttributes", {})}
+    )
+
+
+def test_dead_letter_of_a_body_of_exactly_the_limit_keeps_the_body(
+    sqs_endpoint: str, make_queue: Callable[..., str], sqs_client: Any, unique_name: str
+) -> None:
+    """A body of exactly max_body_size (256 KiB) leaves no room for attributes: its dead letter
+    still goes, whole, with the shortest reason possible (none), and the original is deleted."""
+    url = make_queue(unique_name)
+    dead_url = make_queue(unique_name + "-dead-letter")
+    t = SQSTransport(endpoint_url=sqs_endpoint)
+    body = (b'{"filler": "' + b"x" * 262_144)[:262_143] + b"}"
+    assert len(body) == 262_144
+    t.send(unique_name, [body])
+    (d,) = receive_all(t, unique_name, 1)
+    t.dead_letter(d, "invalid event: DecodeError: " + "why " * 500)
+    (message,) = raw_messages(sqs_client, dead_url, 1)
+    assert (body, {}) == (message["Body"].encode(), message.get("MessageAttributes", {}))
+    assert visible_count(sqs_client, url) == (0, 0)
+
+
+def test_dead_letter_just_under_the_limit_shortens_the_reason_and_drops_attributes(
+    sqs_endpoint: str, make_queue: Callable[..., str], sqs_client: Any, unique_name: str
+) -> None:
+    """A message just under the limit with an attribute of its own dead-letters within the
+    limit: its own attribute is left out, the reason shortened, the source and attempts kept."""
+    make_queue(unique_name)
+    dead_url = make_queue(unique_name + "-dead-letter")
+    t = SQSTransport(endpoint_url=sqs_endpoint)
+    body = b"y" * (262_144 - 300)
+    t.send(unique_name, [body], headers={"origin": "o" * 150})
+    (d,) = receive_all(t, unique_name, 1)
+    t.dead_letter(d, "consumer app.handle raised ValueError: " + "r" * 2000)
+    (message,) = raw_messages(sqs_client, dead_url, 1)
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert body == message["Body"].encode()
+    assert message_size(message) <= 262_144
+    assert sorted(attributes) == [ATTEMPTS_HEADER, REASON_HEADER, SOURCE_TOPIC_HEADER]
+    assert (unique_name, "1") == (attributes[SOURCE_TOPIC_HEADER], attributes[ATTEMPTS_HEADER])
+    reason = attributes[REASON_HEADER]
+    assert reason.startswith("consumer app.handle raised ValueError: rrr")
+    assert reason.endswith("...")
+    assert message_size(message) > 262_144 - 10  # shortened only as far as needed
+
+
+def test_dead_letter_of_a_binary_body_at_the_limit_keeps_its_encoding(
+    sqs_endpoint: str, make_queue: Callable[..., str], unique_name: str
+) -> None:
+    """A body that travels base64-encoded and fills the limit dead-letters with its encoding
+    attribute, so the dead letter reads back as the same bytes."""
+    make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")
+    t = SQSTransport(endpoint_url=sqs_endpoint, max_body_size=4096)
+    body = bytes(range(256)) * 11  # 2816 bytes, 3756 base64-encoded with its attribute
+    t.send(unique_name, [body])
+    (d,) = receive_all(t, unique_name, 1)
+    t.dead_letter(d, "invalid event: DecodeError: " + "z" * 2000)
+    (letter,) = t.dead_letters(unique_name)
+    assert body == letter.body
+    assert letter.reason.startswith("invalid event: DecodeError: zzz")
+
+
+def test_fifo_deliveries_carry_their_message_group(
+    transport: SQSTransport, make_queue: Callable[..., str], unique_name: str
+) -> None:
+    """On a FIFO queue each delivery's group is its MessageGroupId (the event's channel), so
+    the engine never runs two of one group at once; a standard queue's deliveries have none."""
+    name = unique_name[:60] + ".fifo"
+    make_queue(name)
+    make_queue(unique_name)
+    bodies = [
+        encode(new_event(channel, {"cls_type": "n", "n": n}))
+        for n, channel in enumerate(["orders.eu", "orders.us", "orders.eu"])
+    ]
+    transport.send(name, bodies)
+    transport.send(unique_name, bodies[:1])
+    got = receive_all(transport, name, 3)
+    channels = [loads(d.body)["header"]["channel"] for d in got]
+    assert sorted(channels) == sorted(str(d.group) for d in got)
+    assert sorted(channels) == ["orders.eu", "orders.eu", "orders.us"]
+    assert [d.group for d in receive_all(transport, unique_name, 1)] == [None]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "words"),
+    [("base64", "not base64"), ("gzip", "unknown balog-encoding 'gzip'")],
+)
+def test_body_whose_encoding_cannot_be_read_is_refused_with_the_text_that_arrived(
+    transport: SQSTransport,
+    make_queue: Callable[..., str],
+    sqs_client: Any,
+    unique_name: str,
+    encoding: str,
+    words: str,
+) -> None:
+    """A message marked balog-encoding that balog cannot decode comes back refused, holding
+    the text as it arrived, and its dead letter keeps that text."""
+    url = make_queue(unique_name)
+    make_queue(unique_name + "-dead-letter")
+    sqs_client.send_message(
+        QueueUrl=url,
+        MessageBody="this is not base64!",
+        MessageAttributes={"balog-encoding": {"DataType": "String", "StringValue": encoding}},
+    )
+    (d,) = receive_all(transport, unique_name, 1)
+    assert d.body == b"this is not base64!"
+    assert words in str(d.refused)
+    transport.dead_letter(d, d.refused)
+    (letter,) = transport.dead_letters(unique_name)
+    assert (b"this is not base64!", d.refused) == (letter.body, letter.reason)
+
+
+def test_credentials_in_the_endpoint_url_are_hidden(unique_name: str) -> None:
+    """An endpoint URL carrying a user and password shows neither in the repr nor in errors."""
+    url, t = unreachable(f"proxyuser:{URL_SECRET}@")
+    with pytest.raises(TransportConnectionError) as info:
+        t.send(unique_name, [b"{}"])
+    assert f"endpoint_url={url.replace(URL_SECRET, '**')!r}" in repr(t)
+    assert [x for x in (repr(t), str(info.value)) if URL_SECRET in x] == []
+
+
+@pytest.mark.parametrize("url", [f"http://u:{CANARY_SECRET}@127.0.0.1:1", "ftp://127.0.0.1:1"])
+def test_unusable_endpoint_url_is_a_configuration_error_that_hides_the_password(url: str) -> None:
+    """An endpoint URL botocore cannot use (a password with an unencoded /, a scheme that is
+    not http) is refused when the transport is built, without the password."""
+    with pytest.raises(ConfigurationError) as info:
+        SQSTransport(endpoint_url=url, region="us-east-1")
+    assert CANARY_SECRET not in str(info.value)
+    assert "endpoint_url" in str(info.value)
