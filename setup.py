@@ -9,7 +9,12 @@ extras = {
     "redis": ["redis>=4.5"],
     "fast": ["orjson>=3.9"],
     # `make bench`: the peers measured against balog, and a sampling profiler for the docs.
-    "bench": ["dramatiq[rabbitmq,redis]>=1.15", "celery>=5.3", "py-spy>=0.3"],
+    "bench": [
+        "dramatiq[rabbitmq,redis]>=1.15",
+        "celery>=5.3",
+        "faststream[rabbit,redis]>=0.5",
+        "py-spy>=0.3",
+    ],
     "test": [
         "pytest>=7.4",
         "hypothesis>=6.80",
@@ -18,6 +23,12 @@ extras = {
         "mypy>=1.8",
         "boto3-stubs[sqs]>=1.28",
         "types-jsonschema",
+        "types-regex",
+        # examples/asyncio_app: a FastAPI app serving balog's consumers on its own loop, and the
+        # client Starlette's TestClient uses.
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "httpx2>=2.0",
         # The decoder's fuzz target; wheels exist for Linux up to CPython 3.11 (the fuzz test
         # falls back to hypothesis elsewhere).
         'atheris>=2.3; platform_system == "Linux" and python_version < "3.12"',
@@ -39,6 +50,7 @@ setup(
         "jsonschema>=4.17",
         "fastjsonschema>=2.18",
         "packaging>=23.0",
+        "regex>=2023.0",
         "stevedore>=5.0",
     ],
     extras_require=extras,

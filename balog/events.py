@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import pkgutil
@@ -122,11 +123,13 @@ def std_dumps(obj: Any) -> bytes:
     return _std_encoder.encode(obj).encode("utf-8")
 
 
-def _pick_codec() -> tuple[Callable[[bytes | str], Any], Callable[[Any], bytes]]:
+def _pick_codec() -> tuple[
+    Callable[[bytes | str], Any], Callable[[Any], bytes], Callable[[Any], bytes]
+]:
     try:  # the `fast` extra; the standard library is the fallback
         import orjson
     except ImportError:  # pragma: no cover - exercised where orjson is not installed
-        return std_loads, std_dumps
+        return std_loads, std_dumps, std_dumps
     orjson_dumps = orjson.dumps
 
     def compact_dumps(obj: Any) -> bytes:
@@ -135,12 +138,26 @@ def _pick_codec() -> tuple[Callable[[bytes | str], Any], Callable[[Any], bytes]]
         # recorded send) holds about 4 KiB of memory. A copy costs 0.2 us and holds its length.
         return bytes(memoryview(orjson_dumps(obj)))
 
-    return orjson.loads, compact_dumps
+    return orjson.loads, compact_dumps, orjson_dumps
 
 
-loads, dumps = _pick_codec()
+loads, dumps, _redump = _pick_codec()
 """``loads(body)`` parses JSON and ``dumps(obj)`` writes compact UTF-8 JSON bytes: orjson when it is
 installed (the ``fast`` extra), the standard library otherwise."""
+
+
+def _written_as_parsed(event: Any, body: bytes) -> bool:
+    """Whether ``body`` is exactly what the codec writes for the object parsed from it.
+
+    Then no key of it can have been repeated (a repeated key is dropped by the parse, so the
+    object would write shorter), and the cost of looking for repeated keys is spared: balog's
+    own producer writes every event this way. Any other body (pretty-printed, written by another
+    encoder) is looked at key by key.
+    """
+    try:
+        return bool(_redump(event) == body)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _load_schema(filename: str) -> dict[str, Any]:
@@ -153,59 +170,96 @@ def _load_schema(filename: str) -> dict[str, Any]:
     return schema
 
 
+_COMPILED: dict[str, Validator] = {}
+"""Compiled validators by the canonical text of their schema: a registry that is reset (between
+tests) or built again compiles each distinct schema once per process. A pure cache."""
+
+
 def _compile(schema: Mapping[str, Any]) -> Validator:
-    # Keyed by the schema's canonical text: a registry that is reset (between tests) or built
-    # again compiles each distinct schema once per process. A pure cache, not state.
     try:
-        key = json.dumps(schema, sort_keys=True)
+        key: str | None = json.dumps(schema, sort_keys=True)
     except (TypeError, ValueError):
-        return _compile_text(None, schema)
-    return _compile_text(key, schema)
+        key = None
+    found = None if key is None else _COMPILED.get(key)
+    if found is None:
+        # The schema as written, not its sorted text: fastjsonschema generates its checks in
+        # the order of the keywords, and the written order is the cheaper one here.
+        found = _compile_now(schema)
+        if key is not None and len(_COMPILED) < 256:
+            _COMPILED[key] = found
+    return found
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled_by_text(key: str) -> Validator:
-    return _compile_text(None, json.loads(key))
-
-
-def _compile_text(key: str | None, schema: Mapping[str, Any]) -> Validator:
-    if key is not None:
-        return _compiled_by_text(key)
+def _compile_now(schema: Mapping[str, Any]) -> Validator:
     import fastjsonschema
 
+    from balog._fastcheck import bound_patterns, compile_check
+
     try:
-        compiled: Validator = fastjsonschema.compile(dict(schema))
-        return compiled
+        full: Validator = fastjsonschema.compile(dict(schema))
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise ConfigurationError(f"invalid JSON Schema: {clip(str(exc))}") from exc
+    bound_patterns(full)  # its patterns matched within the validation budget
+    # A leaner check first where the schema allows one; it hands anything it doubts to the
+    # full validator, whose verdict (and error) is then the one that counts.
+    return compile_check(schema, full) or full
 
+
+EXPLAINED_ERRORS = 20
+"""Errors of an invalid event looked at to explain it (the first in document order is named)."""
 
 # JSON Schema patterns follow ECMA-262, where ``$`` matches only at the very end; Python's ``$``
 # also matches before a final newline. fastjsonschema rewrites an unescaped ``$`` to ``\Z``; the
-# explaining validator must do the same, or it finds nothing wrong with "0.1.0\n".
-_DOLLAR = re.compile(r"(?<!\\)\$")
+# explaining validator does the same (balog._fastcheck.pattern_search), or it would find nothing
+# wrong with "0.1.0\n".
 
 
 @functools.lru_cache(maxsize=1)
 def _explainer() -> Any:
     import jsonschema
 
+    from balog._fastcheck import pattern_search
+
+    searches: dict[str, Any] = {}
+
     def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
-        if validator.is_type(instance, "string") and not re.search(
-            _DOLLAR.sub(r"\\Z", patrn), instance
-        ):
+        if not validator.is_type(instance, "string"):
+            return
+        search = searches.get(patrn)
+        if search is None:
+            search = pattern_search(patrn)
+            if len(searches) < 256:
+                searches[patrn] = search
+        if not search(instance):
             yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
 
     extend: Any = jsonschema.validators.extend
     return extend(jsonschema.Draft7Validator, {"pattern": pattern})
 
 
+def _over_budget(exc: Exception) -> str:
+    from balog._fastcheck import PATTERN_BUDGET
+
+    pattern = clip(str(getattr(exc, "pattern", "")), 80)
+    return (
+        f"the pattern {pattern!r} took longer than {PATTERN_BUDGET:g} s to match a value "
+        "(validation budget exceeded)"
+    )
+
+
 def _explain(schema: Mapping[str, Any], instance: Any, prefix: str) -> tuple[str, str | None]:
     """Return (message, field) for the most relevant reason ``instance`` fails ``schema``."""
     import jsonschema
 
+    from balog._fastcheck import PatternTimeout
+
     validator = _explainer()(schema)
-    errors = list(validator.iter_errors(instance))
+    # The first few errors are enough to name the field to fix, and an invalid body of
+    # thousands of bad values must not cost seconds to explain.
+    try:
+        errors = list(itertools.islice(validator.iter_errors(instance), EXPLAINED_ERRORS))
+    except PatternTimeout as exc:
+        return _over_budget(exc), prefix or None
     # Report in document order (envelope before header before payload), shallowest first, so
     # the message names the first thing a reader of the event would need to fix.
     order = {"schema": 1, "header": 2, "payload": 3}
@@ -464,6 +518,9 @@ BUILTIN_UPCASTERS: tuple[Upcaster, ...] = (
 
 _NO_UPCASTERS: tuple[Upcaster, ...] = ()
 
+_UNKNOWN: Any = object()
+"""A cls_type not looked up yet (``None`` means it has no payload schema)."""
+
 _FacilityEntry: TypeAlias = tuple[Validator, dict[str, Any], tuple[Upcaster, ...] | None]
 """A schema version's facility validator, its schema, and its upcasters (``None``: none)."""
 
@@ -710,6 +767,12 @@ class SchemaRegistry:
 
     def validate(self, event: Any) -> None:
         """Raise an :class:`~balog.exceptions.InvalidEvent` if ``event`` is not a valid event."""
+        self.validated(event)
+
+    def validated(self, event: Any) -> EventDict:
+        """:meth:`validate` ``event`` and return it in today's shape (:meth:`upcast`): the event
+        itself when no upcaster applies. An old event is valid if its upcasters turn it into a
+        valid one of today's shape; it is upcast once, for both."""
         if not isinstance(event, dict):
             raise DecodeError("not a JSON object")
         version = event.get("schema")
@@ -717,26 +780,28 @@ class SchemaRegistry:
             raise InvalidEvent("missing or not a string", field="schema")
         facility = self._by_version.get(version) or self._facility_for(version)
         if facility[2] is not None:
-            # An old event is valid if its upcasters turn it into a valid one of today's shape.
             event = self._upcast_to_validate(facility, event)
         try:
             facility[0](event)
         except _compiled_error() as exc:
             message, field = _explain(facility[1], event, "")
             raise InvalidEvent(message, field=field) from exc
+        except _pattern_timeout() as exc:
+            raise InvalidEvent(_over_budget(exc)) from exc
         payload = event["payload"]
-        cls_type = payload["cls_type"]
-        if cls_type in self._by_cls_type:
-            found = self._by_cls_type[cls_type]
-        else:
-            found = self._payload_for(cls_type)
+        found = self._by_cls_type.get(payload["cls_type"], _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._payload_for(payload["cls_type"])
         if found is None:
-            return
+            return event  # type: ignore[no-any-return]
         try:
             found[0](payload)
         except _compiled_error() as exc:
             message, field = _explain(found[1], payload, "payload")
             raise InvalidPayload(message, field=field) from exc
+        except _pattern_timeout() as exc:
+            raise InvalidPayload(_over_budget(exc), field="payload") from exc
+        return event  # type: ignore[no-any-return]
 
     def _upcast_to_validate(self, facility: _FacilityEntry, event: EventDict) -> EventDict:
         try:
@@ -750,6 +815,13 @@ class SchemaRegistry:
                 message, field = _explain(facility[1], event, "")
                 raise InvalidEvent(message, field=field) from exc
             raise
+
+
+@functools.lru_cache(maxsize=1)
+def _pattern_timeout() -> type[Exception]:
+    from balog._fastcheck import PatternTimeout
+
+    return PatternTimeout
 
 
 @functools.lru_cache(maxsize=1)
@@ -893,12 +965,14 @@ def decode(
     max_size: int = DEFAULT_MAX_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
     registry: SchemaRegistry | None = None,
+    upcast: bool = False,
 ) -> EventDict:
     """Parse and validate a wire body; raise a specific :class:`~balog.exceptions.EventError`.
 
     Checks, in order: size, UTF-8, JSON, object, nesting depth, no key repeated in the event,
     its header or its payload, facility schema (by major version), payload schema (by cls_type,
-    when registered).
+    when registered). With ``upcast``, returns the event in today's shape
+    (:meth:`SchemaRegistry.upcast`), as the engine hands it to consumers.
     """
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogatepass")
@@ -922,7 +996,11 @@ def decode(
     # Counting brackets is cheap and bounds the depth, so most bodies skip the walk.
     if body.count(b"[") + body.count(b"{") > max_depth and _depth_exceeds(event, max_depth):
         raise EventTooDeep(f"nesting deeper than the limit of {max_depth}")
-    if _may_repeat_facility_key(body):
+    try:  # as _written_as_parsed(), inline: this runs for every event consumed
+        canonical = _redump(event) == body
+    except (TypeError, ValueError, OverflowError):
+        canonical = False
+    if not canonical and _may_repeat_facility_key(body):
         _reject_duplicate_facility_keys(body)
-    (registry or default_registry).validate(event)
-    return event
+    validated = (registry or default_registry).validated(event)
+    return validated if upcast else event

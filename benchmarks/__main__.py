@@ -19,7 +19,18 @@ from typing import Any
 
 from benchmarks import Row, Skip
 
-CASES = ["pipeline", "producer", "sqs", "kombu", "redis", "sqlite", "peers", "memory", "startup"]
+CASES = [
+    "pipeline",
+    "producer",
+    "sqs",
+    "kombu",
+    "redis",
+    "sqlite",
+    "peers",
+    "aio",
+    "memory",
+    "startup",
+]
 """Case modules in the order they run; each is ``benchmarks.<name>`` with ``run()``."""
 
 

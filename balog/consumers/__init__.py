@@ -175,7 +175,11 @@ class Consumer:
         """True if the event's cls_type and schema version are ones this consumer wants."""
         if self._cls_types is not None:
             payload = event.get("payload")
-            cls_type = payload.get("cls_type") if isinstance(payload, Mapping) else None
+            cls_type = (
+                payload.get("cls_type")
+                if type(payload) is dict or isinstance(payload, Mapping)
+                else None
+            )
             if cls_type not in self._cls_types:
                 return False
         if self.specifier is not None:

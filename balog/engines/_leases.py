@@ -66,6 +66,15 @@ class LeaseKeeper:
         if self._held.pop(key, None) is not None:
             self._renewed.pop(key, None)
 
+    def drop_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Every one of ``deliveries`` is settled."""
+        pop = self._held.pop
+        for delivery in deliveries:
+            pop(id(delivery), None)
+        if self._renewed:
+            for delivery in deliveries:
+                self._renewed.pop(id(delivery), None)
+
     def __len__(self) -> int:
         return len(self._held)
 

@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from balog._text import clip
-from balog.consumers import Consumer, ConsumerOperator
-from balog.events import EventDict, SchemaRegistry, decode, default_registry
+from balog.consumers import Consumer, ConsumerOperator, DefaultConsumerOperator
+from balog.events import EventDict, SchemaRegistry, decode
 from balog.exceptions import EventError
 from balog.transports.base import Delivery
 
@@ -145,6 +145,7 @@ class Pipeline:
         receive_limit: Callable[[str], int | None],
     ) -> None:
         self.operator = operator
+        self._default_operator = type(operator) is DefaultConsumerOperator
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_event_size = max_event_size
@@ -153,10 +154,10 @@ class Pipeline:
         self.default_event_handler = default_event_handler
         self._receive_limit = receive_limit
         self._limits: dict[str, int] = {}
-        # Looked up once: prepare() runs for every delivery.
-        self._upcast: Callable[[EventDict], EventDict] | None = getattr(
-            registry or default_registry, "upcast", None
-        )
+        # Routing, cached: the consumers matching a (cls_type, schema version) pair, per list of
+        # consumers. A stream carries a handful of pairs; they come off the wire, so the cache
+        # is bounded.
+        self._routes: dict[tuple[int, Any, Any], list[Consumer]] = {}
         self.errors: list[BaseException] | None = None
         """Where set (``drain(raise_errors=True)``), every exception a consumer raised."""
 
@@ -164,6 +165,17 @@ class Pipeline:
 
     def prepare(self, delivery: Delivery, consumers: Sequence[Consumer]) -> Prepared | Decision:
         """Decode and route ``delivery``: a :class:`Prepared` to call, or a final decision."""
+        routed = self.route(delivery, consumers)
+        if isinstance(routed, Decision):
+            return routed
+        event, matched = routed
+        return Prepared(delivery, event, matched)
+
+    def route(
+        self, delivery: Delivery, consumers: Sequence[Consumer]
+    ) -> Decision | tuple[EventDict, list[Consumer]]:
+        """:meth:`prepare` without the :class:`Prepared`: ``(event, consumers to call)``, or a
+        final decision. The one-at-a-time path uses it with :meth:`call_routed`."""
         if delivery.refused is not None:
             return Decision(
                 Outcome.DEAD_LETTER,
@@ -176,15 +188,20 @@ class Pipeline:
                 max_size=self.max_event_size,
                 max_depth=self.max_depth,
                 registry=self.registry,
+                upcast=True,
             )
-            if self._upcast is not None:
-                event = self._upcast(event)
         except EventError as exc:
             return Decision(Outcome.DEAD_LETTER, f"invalid event: {describe(exc)}")
         except Exception as exc:  # a decoder bug must not lose the message either
             logger.exception("unexpected error decoding message %s", delivery.message_id)
             return Decision(Outcome.DEAD_LETTER, f"undecodable: {describe(exc)}")
-        matched = [c for c in consumers if c.match_event(event)]
+        payload = event["payload"]  # validated: the payload is an object with a cls_type
+        key = (id(consumers), payload["cls_type"], event["schema"])
+        matched = self._routes.get(key)
+        if matched is None:
+            matched = [c for c in consumers if c.match_event(event)]
+            if len(self._routes) < 4096:
+                self._routes[key] = matched
         if not matched:
             self._unrouted(delivery, event)
             return UNROUTED
@@ -195,7 +212,7 @@ class Pipeline:
                 Outcome.DEAD_LETTER,
                 f"received {delivery.receive_count} times, past the {limit} attempts allowed",
             )
-        return Prepared(delivery, event, matched)
+        return event, matched
 
     def _unrouted(self, delivery: Delivery, event: EventDict) -> None:
         handler = self.default_event_handler
@@ -238,31 +255,72 @@ class Pipeline:
         """Call every matched consumer in turn; ``run_awaitable`` runs what an async one returns
         to completion. Returns the decision; raises only for a shutdown (see
         :func:`is_shutdown`)."""
-        for consumer in prepared.consumers:
+        routed = (prepared.event, prepared.consumers)
+        return self.call_routed(prepared.delivery, routed, run_awaitable)
+
+    def decide(
+        self,
+        delivery: Delivery,
+        consumers: Sequence[Consumer],
+        run_awaitable: Callable[[Awaitable[Any]], Any],
+    ) -> Decision:
+        """:meth:`route` and :meth:`call_routed` in one: the one-at-a-time path's decision."""
+        routed = self.route(delivery, consumers)
+        if isinstance(routed, Decision):
+            return routed
+        return self.call_routed(delivery, routed, run_awaitable)
+
+    def call_routed(
+        self,
+        delivery: Delivery,
+        routed: tuple[EventDict, list[Consumer]],
+        run_awaitable: Callable[[Awaitable[Any]], Any],
+    ) -> Decision:
+        """:meth:`call` for what :meth:`route` returned."""
+        event, matched = routed
+        if self._default_operator:
+            # DefaultConsumerOperator.process_event calls consumer.func(event): do so directly.
+            for consumer in matched:
+                try:
+                    result = consumer.func(event)
+                    if result is not None and inspect.isawaitable(result):
+                        run_awaitable(result)
+                except BaseException as exc:
+                    if is_shutdown(exc):
+                        raise
+                    return self.failed(delivery, consumer, exc)
+            return PROCESSED
+        process_event = self.operator.process_event
+        for consumer in matched:
             try:
-                result = self.operator.process_event(consumer, prepared.event)
+                result = process_event(consumer, event)
                 if result is not None and inspect.isawaitable(result):
                     run_awaitable(result)
             except BaseException as exc:
                 if is_shutdown(exc):
                     raise
-                return self.failed(prepared.delivery, consumer, exc)
+                return self.failed(delivery, consumer, exc)
         return PROCESSED
 
     async def acall(
         self,
         prepared: Prepared,
-        start: Callable[[Prepared, int], Awaitable[Any]],
-        finish: Callable[[Awaitable[Any]], Awaitable[Any]],
+        start: Callable[[Prepared, int], Any] | None,
+        finish: Callable[[Awaitable[Any]], Awaitable[Any]] | None,
     ) -> Decision:
-        """:meth:`call` on an event loop: ``start(prepared, i)`` calls consumer ``i`` (inline, or
-        in a thread for a sync one) and ``finish(awaitable)`` awaits what an async one returned
-        (here, or on the application's loop)."""
+        """:meth:`call` on an event loop. ``start(prepared, i)`` calls consumer ``i`` (``None``:
+        inline, through the operator); it may instead return an :class:`asyncio.Future` of the
+        call (run in a thread, for a sync consumer), awaited here. ``finish(awaitable)`` awaits
+        what an async consumer returned (``None``: here; else on the application's loop)."""
+        process_event = self.operator.process_event
+        event = prepared.event
         for index, consumer in enumerate(prepared.consumers):
             try:
-                result = await start(prepared, index)
+                result = process_event(consumer, event) if start is None else start(prepared, index)
+                if isinstance(result, asyncio.Future):
+                    result = await result
                 if result is not None and inspect.isawaitable(result):
-                    await finish(result)
+                    await (result if finish is None else finish(result))
             except BaseException as exc:
                 if is_shutdown(exc) or _cancelled_from_outside(exc):
                     raise

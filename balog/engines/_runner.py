@@ -30,7 +30,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from balog.consumers import Consumer, ConsumerOperator
@@ -174,6 +174,11 @@ class Worker:
         if self.engine.max_in_flight > 1:
             self._event_loop().run_until_complete(self._concurrent())
             return
+        if self.any_async:
+            # One pass of the loop for the worker's whole life: entering it per batch would
+            # cost more than awaiting the consumers does.
+            self._event_loop().run_until_complete(self._sequential_async())
+            return
         stopping = self.engine._stopping
         while not stopping.is_set():
             batch = self._receive(self._next_wait(), self.engine.batch_size)
@@ -182,6 +187,19 @@ class Worker:
             else:
                 self.settler.flush()
             self.engine._stopping.wait(self._pause_after_trouble())
+
+    async def _sequential_async(self) -> None:
+        stopping = self.engine._stopping
+        while not stopping.is_set():
+            # Nothing else runs on this loop meanwhile, so the blocking receive holds up nothing.
+            batch = self._receive(self._next_wait(), self.engine.batch_size)
+            if batch:
+                await self._process_async(batch)
+            else:
+                self.settler.flush()
+            pause = self._pause_after_trouble()
+            if pause:
+                await asyncio.get_running_loop().run_in_executor(None, stopping.wait, pause)
 
     def _pause_after_trouble(self) -> float:
         """Seconds to wait after settles that failed (longer each time it happens again), so
@@ -204,6 +222,15 @@ class Worker:
         batch = self._receive(0.0, self.engine.batch_size)
         if batch:
             self._process(batch)
+        self.stalled = bool(self.settler.trouble())
+        return len(batch)
+
+    async def drain_once_async(self) -> int:
+        """:meth:`drain_once` on the running loop (the drain of a topic with async consumers)."""
+        self._draining = True
+        batch = self._receive(0.0, self.engine.batch_size)
+        if batch:
+            await self._process_async(batch)
         self.stalled = bool(self.settler.trouble())
         return len(batch)
 
@@ -266,20 +293,14 @@ class Worker:
             self._event_loop().run_until_complete(self._process_async(batch))
             return
         settler, pipeline, consumers = self.settler, self.pipeline, self.consumers
-        prepare, call, settle = pipeline.prepare, pipeline.call, settler.settle
+        decide, settle, run_awaitable = pipeline.decide, settler.settle, self._run_awaitable
         stopping = None if self._draining else self.engine._stopping
         done = 0
         try:
             for delivery in batch:
                 if stopping is not None and stopping.is_set():
                     break
-                prepared = prepare(delivery, consumers)
-                decision = (
-                    call(prepared, self._run_awaitable)
-                    if isinstance(prepared, Prepared)
-                    else prepared
-                )
-                settle(delivery, decision)
+                settle(delivery, decide(delivery, consumers, run_awaitable))
                 done += 1
         finally:
             settler.release(batch[done:])
@@ -294,7 +315,7 @@ class Worker:
                     break
                 prepared = pipeline.prepare(delivery, consumers)
                 if not isinstance(prepared, Decision):
-                    prepared = await pipeline.acall(prepared, self._start_inline, self._finish)
+                    prepared = await pipeline.acall(prepared, None, self._finish_where())
                 settler.settle(delivery, prepared)
                 done += 1
         finally:
@@ -308,11 +329,12 @@ class Worker:
             return asyncio.run_coroutine_threadsafe(_await(awaitable), handler_loop).result()
         return self._event_loop().run_until_complete(_await(awaitable))
 
-    async def _start_inline(self, prepared: Prepared, index: int) -> Any:
-        return self.pipeline.start(prepared, index)
+    def _finish_where(self) -> Callable[[Awaitable[Any]], Awaitable[Any]] | None:
+        """How to await what an async consumer returned: here (``None``), or, under
+        :meth:`~balog.engines.base.TransportEngine.serve`, on the application's loop."""
+        return None if self.engine._handler_loop is None else self._on_handler_loop
 
-    async def _finish(self, awaitable: Awaitable[Any]) -> Any:
-        """Await what an async consumer returned: here, or on the application's loop."""
+    async def _on_handler_loop(self, awaitable: Awaitable[Any]) -> Any:
         handler_loop = self.engine._handler_loop
         if handler_loop is None:
             return await awaitable
@@ -322,11 +344,13 @@ class Worker:
 
     # -- many at once ---------------------------------------------------------------------------
 
-    async def _start_concurrent(self, prepared: Prepared, index: int) -> Any:
+    def _start_concurrent(self, prepared: Prepared, index: int) -> Any:
+        """An async consumer is called here (it returns at once); a sync one runs on the
+        worker's thread pool, and its future is returned for the pipeline to await."""
         if self.async_consumer[id(prepared.consumers[index])]:
             return self.pipeline.start(prepared, index)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread_pool(), self.pipeline.start, prepared, index)
+        return loop.run_in_executor(self._thread_pool(), self.pipeline.start, prepared, index)
 
     async def _concurrent(self) -> None:
         loop = asyncio.get_running_loop()
@@ -378,7 +402,9 @@ class Worker:
             if self.engine._stopping.is_set():
                 self.settler.release([delivery])  # not started before the stop: handed back
                 return
-            decision = await self.pipeline.acall(prepared, self._start_concurrent, self._finish)
+            decision = await self.pipeline.acall(
+                prepared, self._start_concurrent, self._finish_where()
+            )
             self.settler.settle(delivery, decision)
         except BaseException as exc:
             logger.error(

@@ -35,6 +35,9 @@ __all__ = ["Counts", "Settler"]
 
 logger = logging.getLogger("balog.engine")
 
+_PROCESSED = Outcome.PROCESSED
+_UNROUTED = Outcome.UNROUTED
+
 DEAD_LETTER_RETRY_DELAY = 5.0
 """Seconds before a message whose dead-lettering failed comes back to be dead-lettered again."""
 
@@ -73,7 +76,9 @@ class Settler:
         self.on_fatal = on_fatal
         self._can_delay = transport.capabilities.delay
         self._can_expire = transport.capabilities.lease_expiry
-        self._pending: list[tuple[Delivery, Outcome]] = []
+        # Acks waiting for ack_many: processed and unrouted deliveries, since _pending_since.
+        self._processed: list[Delivery] = []
+        self._unrouted: list[Delivery] = []
         self._pending_since = 0.0
         self._held: list[tuple[float, int, Delivery]] = []
         self._seq = itertools.count()
@@ -85,15 +90,15 @@ class Settler:
         """Carry out ``decision`` for ``delivery`` (or queue its ack); never raises but for a
         shutdown."""
         outcome = decision.outcome
-        if outcome is Outcome.PROCESSED or outcome is Outcome.UNROUTED:
+        if outcome is _PROCESSED or outcome is _UNROUTED:
             if self.ack_delay is None:
                 self._ack(delivery, outcome)
-            else:
-                if not self._pending:
-                    self._pending_since = time.monotonic()
-                self._pending.append((delivery, outcome))
-                if time.monotonic() - self._pending_since >= self.ack_delay:
-                    self.flush_acks()
+                return
+            if not self._processed and not self._unrouted:
+                self._pending_since = time.monotonic()
+            (self._processed if outcome is _PROCESSED else self._unrouted).append(delivery)
+            if time.monotonic() - self._pending_since >= self.ack_delay:
+                self.flush_acks()
         elif outcome is Outcome.RETRY:
             self._retry(delivery, decision)
         else:
@@ -101,7 +106,9 @@ class Settler:
 
     def flush(self) -> None:
         """Send the acks that are due and nack the held retries whose delay is over."""
-        if self._pending and time.monotonic() - self._pending_since >= (self.ack_delay or 0.0):
+        if (self._processed or self._unrouted) and time.monotonic() - self._pending_since >= (
+            self.ack_delay or 0.0
+        ):
             self.flush_acks()
         if self._held and self._held[0][0] <= time.monotonic():
             self._nack_held(due_only=True)
@@ -109,7 +116,7 @@ class Settler:
     def next_due(self) -> float | None:
         """Seconds until :meth:`flush` has something to do (``None``: nothing is waiting)."""
         times = []
-        if self._pending:
+        if self._processed or self._unrouted:
             times.append(self._pending_since + (self.ack_delay or 0.0))
         if self._held:
             times.append(self._held[0][0])
@@ -129,7 +136,7 @@ class Settler:
     @property
     def waiting(self) -> int:
         """Deliveries this settler holds: acks not yet sent, retries not yet nacked."""
-        return len(self._pending) + len(self._held)
+        return len(self._processed) + len(self._unrouted) + len(self._held)
 
     # -- acks -----------------------------------------------------------------------------------
 
@@ -145,23 +152,26 @@ class Settler:
 
     def flush_acks(self) -> None:
         """Send every queued ack, in one ``ack_many`` call."""
-        pending, self._pending = self._pending, []
-        if not pending:
+        processed, unrouted = self._processed, self._unrouted
+        if not processed and not unrouted:
             return
-        deliveries = [d for d, _ in pending]
+        self._processed, self._unrouted = [], []
+        deliveries = processed + unrouted if unrouted else processed
         try:
             results = self.transport.ack_many(deliveries)
         except BaseException as exc:  # ack_many must not raise; a transport's bug then
             results = [exc] * len(deliveries)
-        drop, counts, processed = self.keeper.drop, self.counts, Outcome.PROCESSED
-        for (delivery, outcome), error in zip(pending, results, strict=True):
-            drop(delivery)
-            if error is not None:
-                self._ack_failed(delivery, outcome, error)
-            elif outcome is processed:
-                counts.processed += 1
+        self.keeper.drop_many(deliveries)
+        if results.count(None) == len(results):
+            self.counts.processed += len(processed)
+            self.counts.unrouted += len(unrouted)
+            return
+        for index, (delivery, error) in enumerate(zip(deliveries, results, strict=True)):
+            outcome = _PROCESSED if index < len(processed) else _UNROUTED
+            if error is None:
+                self._count(outcome)
             else:
-                counts.unrouted += 1
+                self._ack_failed(delivery, outcome, error)
 
     def _ack_failed(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
         if isinstance(exc, LeaseExpired):

@@ -33,7 +33,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from types import FrameType, MappingProxyType, TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from balog import _plugins
 from balog._options import unknown_option
@@ -44,6 +44,9 @@ from balog.engines._settler import Counts
 from balog.events import DEFAULT_MAX_DEPTH, EventDict, SchemaRegistry
 from balog.exceptions import BalogError, ConfigurationError, ConsumerError, TransportError
 from balog.transports.base import Transport
+
+if TYPE_CHECKING:
+    from balog.engines._runner import Worker
 
 __all__ = ["Backoff", "Engine", "EngineStats", "TransportEngine"]
 
@@ -590,19 +593,17 @@ class TransportEngine(Engine):
             Worker(self, topic, consumers, 0, errors=errors, counts=self._drained(topic))
             for topic, consumers in self.routes().items()
         ]
-        handled = 0
         self._keeper.start()
         try:
-            progress = True
-            while progress:
-                progress = False
-                for worker in workers:
-                    done = worker.drain_once()
-                    handled += done
-                    progress = progress or (done > 0 and not worker.stalled)
-                    if deadline is not None and time.monotonic() >= deadline:
-                        progress = False
-                        break
+            if any(worker.any_async for worker in workers):
+                # One pass of an event loop for the whole drain, not one per batch.
+                loop = asyncio.new_event_loop()
+                try:
+                    handled = loop.run_until_complete(_drain_async(workers, deadline))
+                finally:
+                    loop.close()
+            else:
+                handled = _drain(workers, deadline)
         finally:
             for worker in workers:
                 worker.finish()
@@ -622,6 +623,36 @@ class TransportEngine(Engine):
 
 def _nothing() -> None:
     return None
+
+
+def _drain(workers: list[Worker], deadline: float | None) -> int:
+    """Round after round over ``workers``, until none made progress or ``deadline`` passed."""
+    handled = 0
+    progress = True
+    while progress:
+        progress = False
+        for worker in workers:
+            done = worker.drain_once()
+            handled += done
+            progress = progress or (done > 0 and not worker.stalled)
+            if deadline is not None and time.monotonic() >= deadline:
+                return handled
+    return handled
+
+
+async def _drain_async(workers: list[Worker], deadline: float | None) -> int:
+    """:func:`_drain` on an event loop, for topics with async consumers."""
+    handled = 0
+    progress = True
+    while progress:
+        progress = False
+        for worker in workers:
+            done = await worker.drain_once_async()
+            handled += done
+            progress = progress or (done > 0 and not worker.stalled)
+            if deadline is not None and time.monotonic() >= deadline:
+                return handled
+    return handled
 
 
 def _settle_future(future: asyncio.Future[None], exc: BaseException | None) -> None:

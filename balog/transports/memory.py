@@ -151,10 +151,11 @@ class MemoryBroker:
                 q.ready.append(_Message(str(next(self._ids)), bytes(body), dict(headers)))
             self._lock.notify_all()
 
-    def get(
-        self, topic: str, max_messages: int, wait: float, lease: float
-    ) -> list[tuple[_Message, int]]:
-        """Lease up to ``max_messages`` of ``topic``: each message with its receipt."""
+    def get(self, topic: str, max_messages: int, wait: float, lease: float) -> list[Delivery]:
+        """Lease up to ``max_messages`` of ``topic``, as deliveries whose handle is the receipt.
+
+        The broker never changes a message's body or headers once stored, so a delivery shares
+        them rather than copying."""
         deadline = time.monotonic() + max(wait, 0.0)
         with self._lock:
             q = self._queue(topic)
@@ -166,16 +167,20 @@ class MemoryBroker:
                 remaining = deadline - now
                 wakeup = self._next_wakeup(q, now)
                 self._lock.wait(remaining if wakeup is None else min(remaining, wakeup))
-            taken: list[tuple[_Message, int]] = []
+            taken: list[Delivery] = []
             ready, leased, receipts = q.ready, q.leased, self._receipts
             visible_at = now + lease
-            while ready and len(taken) < max_messages:
+            for _ in range(min(max_messages, len(ready))):
                 m = ready.popleft()
                 m.receive_count += 1
                 m.receipt = receipt = next(receipts)
                 m.visible_at = visible_at
                 leased[receipt] = m
-                taken.append((m, receipt))
+                taken.append(
+                    Delivery(
+                        topic, m.body, m.message_id, m.receive_count, m.headers, receipt, lease, now
+                    )
+                )
             return taken
 
     def _leased(self, topic: str, receipt: int) -> tuple[_Queue, _Message]:
@@ -190,11 +195,12 @@ class MemoryBroker:
             q, _ = self._leased(topic, receipt)
             del q.leased[receipt]
 
-    def remove_many(self, topic: str, receipts: Sequence[int]) -> list[bool]:
-        """Remove each leased message; ``False`` for one whose lease was lost."""
+    def remove_many(self, leases: Sequence[tuple[str, int]]) -> list[bool]:
+        """Remove each leased message, given as (topic, receipt); ``False`` for one whose lease
+        was lost."""
         with self._lock:
-            leased = self._queue(topic).leased
-            return [leased.pop(receipt, None) is not None for receipt in receipts]
+            queue = self._queue
+            return [queue(topic).leased.pop(receipt, None) is not None for topic, receipt in leases]
 
     def requeue(self, topic: str, receipt: int, delay: float, count: bool) -> None:
         with self._lock:
@@ -277,38 +283,18 @@ class MemoryTransport(Transport):
         lease: float | None = None,
     ) -> list[Delivery]:
         lease = self.default_lease if lease is None else lease
-        received_at = time.monotonic()
-        # The broker never changes a message's body or headers once stored, so the delivery
-        # shares them rather than copying.
-        return [
-            Delivery(
-                topic,
-                m.body,
-                m.message_id,
-                m.receive_count,
-                m.headers,
-                receipt,
-                lease,
-                received_at,
-            )
-            for m, receipt in self.broker.get(topic, max_messages, wait, lease)
-        ]
+        return self.broker.get(topic, max_messages, wait, lease)
 
     def ack(self, delivery: Delivery) -> None:
         self.broker.remove(delivery.topic, delivery.handle)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
-        """Ack under one lock per topic."""
-        outcomes: list[BaseException | None] = [None] * len(deliveries)
-        by_topic: dict[str, list[int]] = {}
-        for i, delivery in enumerate(deliveries):
-            by_topic.setdefault(delivery.topic, []).append(i)
-        for topic, indexes in by_topic.items():
-            done = self.broker.remove_many(topic, [deliveries[i].handle for i in indexes])
-            for i, ok in zip(indexes, done, strict=True):
-                if not ok:
-                    outcomes[i] = LeaseExpired(f"lease on message of topic {topic!r} was lost")
-        return outcomes
+        """Ack under one lock."""
+        done = self.broker.remove_many([(d.topic, d.handle) for d in deliveries])
+        return [
+            None if ok else LeaseExpired(f"lease on message of topic {d.topic!r} was lost")
+            for d, ok in zip(deliveries, done, strict=True)
+        ]
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self.broker.requeue(delivery.topic, delivery.handle, delay, count=True)
