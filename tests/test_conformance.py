@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -121,6 +123,20 @@ class TestKombuRabbitMQ(_Kombu):
     def _broker(self, rabbitmq_url: str) -> None:
         self.url = rabbitmq_url
 
+    def push_foreign(self, transport: Transport, topic: str) -> bytes:
+        """A text/plain message published by Node.js amqplib (installed from npm on first use)."""
+        body = b"plain text from amqplib " + uuid.uuid4().hex.encode() + b" \xff\x00"
+        script = Path(__file__).parent / "kombu" / "foreign" / "amqplib.py"
+        done = subprocess.run(
+            [sys.executable, str(script), self.url, topic, "text/plain"],
+            input=body,
+            capture_output=True,
+            timeout=360,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
+        return body
+
 
 class TestKombuRedis(_Kombu):
     """kombu on Redis: leases are kombu's visibility timeout, extended by the transport."""
@@ -133,6 +149,18 @@ class TestKombuRedis(_Kombu):
 
     def transport_kwargs(self) -> dict[str, Any]:
         return {"transport_options": {"visibility_timeout": self.lease}}
+
+    def push_foreign(self, transport: Transport, topic: str) -> bytes:
+        """A bare LPUSH of bytes that are not kombu's JSON wrapper (not even UTF-8)."""
+        import redis
+
+        body = b"\xff bare LPUSH " + uuid.uuid4().hex.encode()
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.lpush(topic, body)
+        finally:
+            client.close()
+        return body
 
 
 class TestKombuMemory(_Kombu):

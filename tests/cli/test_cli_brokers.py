@@ -157,9 +157,9 @@ def test_json_queue_arguments_make_a_quorum_queue(
         (
             [
                 "--engine", "kombu", "--url", "amqp://guest:guest@127.0.0.1:5672//",
-                "-o", 'transport_options={"sentinel_kwargs": {"password": "NESTEDCANARY"}}',
+                "-o", 'transport_options={"client_properties": {"password": "NESTEDCANARY"}}',
             ],
-            'options transport_options={"sentinel_kwargs": {"password": "**"}}',
+            'options transport_options={"client_properties": {"password": "**"}}',
         ),
     ],
     ids=["redis-query-password", "nested-option"],

@@ -63,7 +63,7 @@ def _kombu(url: str, name: str, topic: str) -> FaultBackend:
     from balog.transports.kombu import KombuTransport
 
     options = {"url": url, "lease": str(LEASE), "wait": "0.5"}
-    transport = KombuTransport(url, transport_options={"visibility_timeout": LEASE})
+    transport = KombuTransport(url, lease=LEASE)
     backend = FaultBackend(name, "kombu", options, transport, topic, name == "rabbitmq")
     backend.lost_per_crash = 1 if name == "redis" else 0
 

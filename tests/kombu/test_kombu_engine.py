@@ -4,11 +4,7 @@ same behaviour on every broker (routing, ack, retries, dead letters, quarantine,
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
-import pathlib
-import pickle
 import subprocess
 import threading
 import time
@@ -16,43 +12,36 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kombu_helpers import (
+    LOG,
+    METRICS,
+    body,
+    named,
+    receive_one,
+    require_rabbitmqctl,
+    run_in_thread,
+    unacked,
+    wait_for,
+)
 
 import balog
 from balog.consumers import Consumer, ConsumerHub
 from balog.engines import Backoff, create_engine, engine_from_settings
 from balog.engines.kombu import KombuEngine
-from balog.events import decode, encode, new_event
+from balog.events import decode
 from balog.exceptions import (
     AuthenticationError,
     LeaseExpired,
     MessageTooLarge,
     SendError,
+    TopicMismatch,
     TransportConnectionError,
 )
-from balog.transports.base import ATTEMPTS_HEADER, REASON_HEADER
 from balog.transports.kombu import KombuTransport
 
 kombu = pytest.importorskip("kombu")
 
-METRICS = {"cls_type": "metrics", "values": [{"name": "total", "value": 1}]}
-LOG = {"cls_type": "log", "severity": "info", "message": "hello"}
 CANARY = "CanaryPassw0rd-9f3e"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def body(payload: dict[str, Any], schema: str | None = None, ident: str | None = None) -> bytes:
-    event = new_event("app.done", payload, id=ident)
-    if schema is not None:
-        event["schema"] = schema
-    return encode(event)
 
 
 class Operator:
@@ -191,21 +180,29 @@ def test_producer_events_reach_the_engine(broker_url: str, topic: str, recorder:
     assert engine.stats()[topic].processed == 1
 
 
-def test_nack_with_delay_comes_back_after_the_delay(broker_url: str, topic: str) -> None:
-    """nack(delay=...) keeps the message away for the delay, then it returns counted."""
+def test_nack_with_delay_is_native_on_amqp_and_at_once_elsewhere(
+    broker_url: str, topic: str
+) -> None:
+    """AMQP delays a nack natively (TTL holding queue); kombu's virtual transports declare
+    delay=False and requeue at once, counted, leaving the wait to the engine."""
     with KombuTransport(broker_url) as transport:
         transport.send(topic, [body(LOG, ident="later")])
-        [first] = _receive_one(transport, topic)
+        [first] = receive_one(transport, topic)
         nacked_at = time.monotonic()
         transport.nack(first, delay=0.6)
-        assert transport.receive(topic, wait=0.2) == []
-        [again] = _receive_one(transport, topic)
+        if transport.capabilities.delay:
+            assert transport.receive(topic, wait=0.2) == []
+        [again] = receive_one(transport, topic)
         waited = time.monotonic() - nacked_at
         transport.ack(again)
         transport.close_thread()
     assert again.receive_count == 2
     assert again.body == first.body
-    assert waited >= 0.5
+    assert broker_url.startswith("amqp") == transport.capabilities.delay
+    if transport.capabilities.delay:
+        assert waited >= 0.5
+    else:
+        assert waited < 0.5
 
 
 def test_retry_then_dead_letter_with_reason(
@@ -261,49 +258,6 @@ def test_malformed_messages_are_quarantined(
     assert recorder.calls == 0
 
 
-def test_pickle_and_yaml_are_never_deserialised(
-    broker_url: str, topic: str, recorder: Recorder, tmp_path: pathlib.Path
-) -> None:
-    """A pickled message (which would create a file when unpickled) and a YAML one are
-    dead-lettered without being decoded; the consumer never sees them."""
-    sentinel = tmp_path / "unpickled"
-
-    class Trap:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (pathlib.Path.touch, (sentinel,))
-
-    pickled = pickle.dumps(Trap())
-    engine = make_engine(broker_url, topic, recorder)
-    with engine, kombu.Connection(engine.kombu_transport.url) as connection:
-        engine.kombu_transport.send(topic, [])  # nothing sent; the queue is declared below
-        kombu.Queue(topic, kombu.Exchange(""), routing_key=topic, durable=True)(
-            connection.default_channel
-        ).declare()
-        producer = connection.Producer()
-        producer.publish(
-            pickled,
-            routing_key=topic,
-            content_type="application/x-python-serialize",
-            content_encoding="binary",
-        )
-        producer.publish(
-            body(LOG).decode(),
-            routing_key=topic,
-            content_type="application/x-yaml",
-            content_encoding="utf-8",
-        )
-        engine.drain(timeout=20)
-        letters = engine.transport.dead_letters(topic)
-    assert not sentinel.exists()
-    assert recorder.calls == 0
-    reasons = sorted(letter.reason for letter in letters)
-    assert reasons == [
-        "content type 'application/x-python-serialize' is not accepted (accepted: json)",
-        "content type 'application/x-yaml' is not accepted (accepted: json)",
-    ]
-    assert pickled in [letter.body for letter in letters]
-
-
 def test_a_consumer_that_raised_never_ends_the_worker(
     broker_url: str, topic: str, recorder: Recorder
 ) -> None:
@@ -330,13 +284,6 @@ def test_stop_returns_prefetched_messages(broker_url: str, topic: str, recorder:
         assert done < 40
         assert wait_for(lambda: engine.kombu_transport.size(topic) == 40 - done)
         assert engine.transport.dead_letters(topic) == []
-
-
-def named(url: str, name: str) -> dict[str, Any]:
-    """Transport options that name every connection, so a test can cut only its own."""
-    if url.startswith("amqp"):
-        return {"client_properties": {"connection_name": name}}
-    return {"client_name": name}
 
 
 def kill_connections(url: str, name: str) -> int:
@@ -410,29 +357,6 @@ def test_server_side_disconnect_mid_stream_loses_nothing(
             transport.delete(topic)
 
 
-def require_rabbitmqctl() -> None:
-    """Skip (outside CI) or fail (under CI) when rabbitmqctl cannot reach the broker."""
-    if _rabbitmqctl_works():
-        return
-    message = "rabbitmqctl cannot reach the broker"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run every backend test)")
-    pytest.skip(message)
-
-
-@functools.cache
-def _rabbitmqctl_works() -> bool:
-    try:
-        done = subprocess.run(
-            ["rabbitmqctl", "status"], capture_output=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        if os.environ.get("CI"):
-            raise
-        return False
-    return done.returncode == 0
-
-
 def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
     redis_url: str, unique_name: str, recorder: Recorder
 ) -> None:
@@ -452,62 +376,35 @@ def test_redis_lease_keeper_stops_redelivery_of_a_running_handler(
             transport.delete(unique_name)
 
 
-def _unacked(url: str, topic: str, prefix: str) -> int:
-    if url.startswith("amqp"):
-        listed = subprocess.run(
-            [
-                "rabbitmqctl",
-                "list_queues",
-                "-q",
-                "--no-table-headers",
-                "name",
-                "messages_unacknowledged",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        for line in listed.stdout.splitlines():
-            name, _, count = line.partition("\t")
-            if name == topic:
-                return int(count)
-        return -1
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return int(client.zcard(prefix + "unacked_index"))
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
-def test_batched_acks_are_sent_while_a_long_handler_runs(
-    broker: str, request: pytest.FixtureRequest, unique_name: str, recorder: Recorder
+def test_an_ack_has_reached_the_broker_when_it_returns(
+    broker: str, request: pytest.FixtureRequest, unique_name: str
 ) -> None:
-    """The engine holds acks back to send them together, but not while a worker is busy with a
-    long handler: the ack of an earlier message reaches the broker during that handler."""
+    """The engine's transport sends an ack before ack() returns (nothing held back for later);
+    ack_many() likewise sends the whole batch before it returns."""
     url = request.getfixturevalue("rabbitmq_url" if broker == "amqp" else "redis_url")
     if broker == "amqp":
         require_rabbitmqctl()
     prefix = f"{unique_name}:"
     options = {"global_keyprefix": prefix} if broker == "redis" else {}
-    release = threading.Event()
-    recorder.pause = lambda event: event["header"]["id"] == "slow" and release.wait(30)
-    engine = make_engine(url, unique_name, recorder, transport_options=options)
+    engine = make_engine(url, unique_name, Recorder(), transport_options=options)
+    transport = engine.kombu_transport
     try:
-        with engine, running(engine):
-            engine.transport.send(unique_name, [body(LOG, ident="fast"), body(LOG, ident="slow")])
-            assert wait_for(lambda: recorder.calls == 2)
-            try:
-                assert wait_for(lambda: _unacked(url, unique_name, prefix) == 1, timeout=10)
-            finally:
-                release.set()
-            assert wait_for(lambda: recorder.ids("logs") == ["fast", "slow"])
+        with engine:
+            transport.send(unique_name, [body(LOG, ident=f"a{i}") for i in range(3)])
+            got: list[Any] = []
+            deadline = time.monotonic() + 10
+            while len(got) < 3 and time.monotonic() < deadline:
+                got += transport.receive(unique_name, max_messages=3, wait=0.5)
+            assert len(got) == 3
+            transport.ack(got[0])
+            assert unacked(url, unique_name, prefix) == 2
+            assert transport.ack_many(got[1:]) == [None, None]
+            assert unacked(url, unique_name, prefix) == 0
+            transport.close_thread()
     finally:
-        with KombuTransport(url, transport_options=options) as transport:
-            transport.delete(unique_name)
+        with KombuTransport(url, transport_options=options) as cleanup:
+            cleanup.delete(unique_name)
 
 
 def test_quorum_queues_through_queue_arguments(
@@ -538,11 +435,11 @@ def test_late_ack_after_the_connection_went_raises_lease_expired(
     and the broker gives the message out again."""
     with KombuTransport(broker_url) as transport:
         transport.send(topic, [body(LOG, ident="orphan")])
-        [delivery] = _receive_one(transport, topic)
+        [delivery] = receive_one(transport, topic)
         transport.close_thread()  # the connection that received it ends: the message goes back
         with pytest.raises(LeaseExpired):
             transport.ack(delivery)
-        [again] = _receive_one(transport, topic)
+        [again] = receive_one(transport, topic)
         assert again.body == delivery.body
         transport.ack(again)
         transport.close_thread()
@@ -678,32 +575,88 @@ def test_password_never_appears_in_reprs_errors_or_logs(
     assert caplog.records  # the retries were logged, without the password
 
 
-def test_held_retry_is_republished_when_the_session_closes(
-    redis_url: str, unique_name: str
+def run_briefly(engine: KombuEngine, timeout: float = 20.0) -> BaseException | None:
+    """Run the engine until it returns by itself (or ``timeout``); what it raised."""
+    thread, raised = run_in_thread(engine)
+    thread.join(timeout)
+    engine.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    return raised[0] if raised else None
+
+
+def test_a_refused_login_stops_the_engine_at_start(rabbitmq_url: str, unique_name: str) -> None:
+    """A wrong AMQP password: run() raises AuthenticationError within seconds, instead of a
+    worker retrying forever."""
+    engine = make_engine(rabbitmq_url.replace("guest:guest", "guest:nope"), unique_name, Recorder())
+    started = time.monotonic()
+    with engine:
+        raised = run_briefly(engine)
+    assert isinstance(raised, AuthenticationError)
+    assert time.monotonic() - started < 10
+
+
+def test_a_queue_with_other_arguments_stops_the_engine_with_the_detail(
+    rabbitmq_url: str, unique_name: str
 ) -> None:
-    """On Redis a delayed retry is held unacked; closing the session republishes it with its
-    attempt counted instead of losing or forgetting it."""
-    transport = KombuTransport(redis_url)
+    """The topic's queue exists as a classic queue, the engine asks for a quorum one: run()
+    raises TopicMismatch with the broker's detail and the option to change."""
+    with KombuTransport(rabbitmq_url) as transport:
+        transport.verify(unique_name)
+        engine = make_engine(
+            rabbitmq_url, unique_name, Recorder(), queue_arguments={"x-queue-type": "quorum"}
+        )
+        try:
+            with engine:
+                raised = run_briefly(engine)
+            assert isinstance(raised, TopicMismatch)
+            assert "inequivalent arg 'x-queue-type'" in str(raised)
+            assert "queue_arguments=" in str(raised)
+        finally:
+            transport.delete(unique_name)
+
+
+def test_a_nack_the_broker_refuses_hands_the_message_back(
+    rabbitmq_url: str, unique_name: str, recorder: Recorder
+) -> None:
+    """AMQP (no lease expiry): a retry whose resend the broker refuses (its queue is full) is
+    handed back to the broker instead of staying unacked on a live channel, and is processed on
+    its next delivery; nothing is dead-lettered or lost."""
+    arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    filled = threading.Event()
+    calls: list[str] = []
+
+    def first_call_waits_then_fails(event: dict[str, Any]) -> bool:
+        calls.append(event["header"]["id"])
+        if calls == ["held"]:
+            filled.wait(10)
+            return True
+        return False
+
+    recorder.fail = first_call_waits_then_fails
+    engine = make_engine(
+        rabbitmq_url,
+        unique_name,
+        recorder,
+        queue_arguments=arguments,
+        prefetch=1,
+        max_retries=0,
+        backoff=Backoff(base=0.0, jitter=0.0),
+    )
+    other = KombuTransport(rabbitmq_url, queue_arguments=arguments)
     try:
-        transport.send(unique_name, [body(LOG, ident="held")])
-        [delivery] = _receive_one(transport, unique_name)
-        transport.nack(delivery, delay=60.0)
-        assert transport.receive(unique_name, wait=0.2) == []
-        transport.close_thread()
-        [again] = _receive_one(transport, unique_name)
-        assert again.receive_count == 2
-        assert again.headers[ATTEMPTS_HEADER] == "1"
-        assert REASON_HEADER not in again.headers
-        transport.ack(again)
+        with engine:
+            engine.transport.send(unique_name, [body(LOG, ident="held")])
+            with running(engine):
+                assert wait_for(lambda: calls == ["held"])
+                other.send(unique_name, [body(LOG, ident="filler")])  # the queue is full now
+                filled.set()
+                assert wait_for(lambda: sorted(recorder.ids("logs")) == ["filler", "held"])
+            stats = engine.stats()[unique_name]
+        assert stats.errors >= 1
+        assert (stats.processed, stats.dead_lettered) == (2, 0)
+        assert other.dead_letters(unique_name) == []
+        assert other.size(unique_name) == 0
     finally:
-        transport.delete(unique_name)
-        transport.close()
-
-
-def _receive_one(transport: KombuTransport, topic: str) -> list[Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        got = transport.receive(topic, wait=0.5)
-        if got:
-            return got
-    return []
+        other.delete(unique_name)
+        other.close()
