@@ -167,8 +167,8 @@ def test_a_handler_outliving_its_lease_through_a_stop_runs_once(backend: Backend
         first.close()
     second.drain(timeout=1.0)  # and once more after the first engine is gone
     second.close()
-    assert [] == raised
-    assert {0: 1} == dict(calls)
+    assert raised == []
+    assert dict(calls) == {0: 1}
 
 
 def test_a_worker_that_crashes_is_restarted_and_counted() -> None:
