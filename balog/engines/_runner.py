@@ -86,6 +86,9 @@ class Worker:
         counts: Counts | None = None,
     ) -> None:
         self.engine = engine
+        # The stop of the run this worker belongs to: a worker that outlives its run (inside a
+        # long poll) still sees it, whatever runs come after.
+        self.stopping = engine._stopping
         self.transport = engine.transport
         self.topic = topic
         self.consumers = consumers
@@ -120,11 +123,15 @@ class Worker:
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
 
-    def join(self, wait: float) -> None:
-        """Wait for the worker to end, but not for one inside a long receive after a stop."""
+    def join(self, wait: float, *, timeout: float | None = None) -> None:
+        """Wait for the worker to end, but not for one inside a receive that waits longer than
+        :data:`LONG_WAIT` (``wait``); ``timeout`` bounds the whole wait."""
         thread = self._thread
+        deadline = None if timeout is None else time.monotonic() + timeout
         while thread is not None and thread.is_alive():
             if self.receiving and wait > LONG_WAIT:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
                 return
             thread.join(0.05)
 
@@ -147,7 +154,7 @@ class Worker:
                         pause,
                         exc_info=(type(exc), exc, exc.__traceback__),
                     )
-                    self.engine._stopping.wait(pause)
+                    self.stopping.wait(pause)
                     pause = min(pause * 2, 30.0)
         finally:
             self.finish()
@@ -179,17 +186,17 @@ class Worker:
             # cost more than awaiting the consumers does.
             self._event_loop().run_until_complete(self._sequential_async())
             return
-        stopping = self.engine._stopping
+        stopping = self.stopping
         while not stopping.is_set():
             batch = self._receive(self._next_wait(), self.engine.batch_size)
             if batch:
                 self._process(batch)
             else:
                 self.settler.flush()
-            self.engine._stopping.wait(self._pause_after_trouble())
+            self.stopping.wait(self._pause_after_trouble())
 
     async def _sequential_async(self) -> None:
-        stopping = self.engine._stopping
+        stopping = self.stopping
         while not stopping.is_set():
             # Nothing else runs on this loop meanwhile, so the blocking receive holds up nothing.
             batch = self._receive(self._next_wait(), self.engine.batch_size)
@@ -281,10 +288,10 @@ class Worker:
                 REPORT_INTERVAL,
             )
         if not self._draining:
-            self.engine._stopping.wait(delay)
+            self.stopping.wait(delay)
 
     def _should_stop(self) -> bool:
-        return not self._draining and self.engine._stopping.is_set()
+        return not self._draining and self.stopping.is_set()
 
     # -- one at a time --------------------------------------------------------------------------
 
@@ -294,7 +301,7 @@ class Worker:
             return
         settler, pipeline, consumers = self.settler, self.pipeline, self.consumers
         decide, settle, run_awaitable = pipeline.decide, settler.settle, self._run_awaitable
-        stopping = None if self._draining else self.engine._stopping
+        stopping = None if self._draining else self.stopping
         done = 0
         try:
             for delivery in batch:
@@ -359,7 +366,7 @@ class Worker:
         tails: dict[str, asyncio.Task[None]] = {}
         settler, pipeline = self.settler, self.pipeline
         pause = 0.005
-        while not self.engine._stopping.is_set():
+        while not self.stopping.is_set():
             settler.flush()
             room = limit - len(tasks)
             if room <= 0:
@@ -399,7 +406,7 @@ class Worker:
         try:
             if after is not None:
                 await asyncio.wait([after])
-            if self.engine._stopping.is_set():
+            if self.stopping.is_set():
                 self.settler.release([delivery])  # not started before the stop: handed back
                 return
             decision = await self.pipeline.acall(

@@ -303,13 +303,16 @@ class TransportEngine(Engine):
         self.max_depth = _number("max_depth", max_depth, minimum=1, integer=True)
         self.registry = registry
         self.handle_signals = handle_signals
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # the current run's; a new one for each run
+        self._stop_pending = False  # a stop() that came when no run was active
+        self._running = False
         self._lock = threading.Lock()
         self._counts: dict[str, list[Counts]] = {}
         self._drain_counts: dict[str, Counts] = {}
         self._keeper = LeaseKeeper(self.transport, lease=self.lease)
         self._fatal_error: BaseException | None = None
         self._handler_loop: asyncio.AbstractEventLoop | None = None
+        self._workers: list[Worker] = []  # of the last run, until close() has seen them end
         self._closed = False
 
     # -- construction -------------------------------------------------------------------------
@@ -438,7 +441,9 @@ class TransportEngine(Engine):
         return self._stopping.is_set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._lock:
+            self._stop_pending = not self._running
+            self._stopping.set()
 
     def _fatal(self, exc: BaseException) -> None:
         """A fatal error met by a worker or the settler: keep the first, stop the engine."""
@@ -484,11 +489,21 @@ class TransportEngine(Engine):
             self._handler_loop = None
 
     def _run(self, handle_signals: bool) -> None:
+        with self._lock:
+            if self._stop_pending:
+                self._stop_pending = False  # a stop that came before the run: honoured, used up
+                return
+            self._stopping = threading.Event()
+            self._running = True
+        try:
+            self._run_once(handle_signals)
+        finally:
+            with self._lock:
+                self._running = False
+
+    def _run_once(self, handle_signals: bool) -> None:
         from balog.engines._runner import Worker
 
-        if self._stopping.is_set():
-            self._stopping.clear()  # a stop that came before the run: honoured, and used up
-            return
         routes = self.routes()
         if not routes:
             raise ConfigurationError("the hub has no consumers to run")
@@ -505,6 +520,7 @@ class TransportEngine(Engine):
                     for topic, consumers in routes.items()
                     for index in range(self.concurrency)
                 ]
+                self._workers = workers
                 for worker in workers:
                     worker.start()
                 logger.info("engine running on %d topic(s): %s", len(routes), ", ".join(routes))
@@ -518,7 +534,6 @@ class TransportEngine(Engine):
                 worker.join(self.wait)
             self._keeper.stop()
             restore()
-            self._stopping.clear()
             if workers:
                 logger.info("engine stopped")
         with self._lock:
@@ -613,10 +628,15 @@ class TransportEngine(Engine):
         return handled
 
     def close(self) -> None:
+        """Stop, wait for a worker still inside a long poll to release what that poll brings
+        (at most ``wait`` seconds more), then close a transport the engine built."""
         if self._closed:
             return
         self._closed = True
         self.stop()
+        for worker in self._workers:
+            worker.join(0.0, timeout=self.wait + 5.0)
+        self._workers = []
         if self._owns_transport:
             self.transport.close()
 
