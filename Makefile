@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 4
 
 .PHONY: demo test lint check test-minimal bench clean
 
@@ -16,8 +17,11 @@ $(STAMP): setup.py pyproject.toml examples/balog-postgres/setup.py
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# Independent tests in parallel (they use their own queues, keys and files), then the few that
+# restart a shared broker, alone.
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=20
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20 -m "not disruptive"
+	$(BIN)/python -m pytest -m disruptive
 
 lint: $(STAMP)
 	$(BIN)/ruff check balog tests benchmarks examples

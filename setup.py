@@ -17,6 +17,7 @@ extras = {
     ],
     "test": [
         "pytest>=7.4",
+        "pytest-xdist>=3.5",
         "hypothesis>=6.80",
         "moto[server]>=5.0",
         "ruff>=0.5",

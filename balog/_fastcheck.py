@@ -287,6 +287,19 @@ def _guarded(out: _Writer, depth: int, v: str, kind: str, only: bool) -> int:
     return depth + 1
 
 
+def _emit_length(
+    schema: Mapping[str, Any], v: str, depth: int, out: _Writer, low: str, high: str
+) -> None:
+    """``len(v)`` against the ``low``/``high`` keyword bounds (``minLength``, ``maxItems``, ...)."""
+    for key, op in ((low, "<"), (high, ">")):
+        if key in schema:
+            bound = schema[key]
+            if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
+                raise _Unsupported
+            out.line(depth, f"if len({v}) {op} {bound}:")
+            out.line(depth + 1, "return False")
+
+
 def _emit_string(
     schema: Mapping[str, Any], v: str, depth: int, out: _Writer, *, only: bool
 ) -> None:
@@ -294,14 +307,7 @@ def _emit_string(
     if not keys:
         return
     inner = _guarded(out, depth, v, "string", only)
-    for key in ("minLength", "maxLength"):
-        if key in schema:
-            bound = schema[key]
-            if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
-                raise _Unsupported
-            op = "<" if key == "minLength" else ">"
-            out.line(inner, f"if len({v}) {op} {bound}:")
-            out.line(inner + 1, "return False")
+    _emit_length(schema, v, inner, out, "minLength", "maxLength")
     if "pattern" in schema:
         pattern = schema["pattern"]
         if not isinstance(pattern, str):
@@ -340,14 +346,7 @@ def _emit_array(schema: Mapping[str, Any], v: str, depth: int, out: _Writer, *, 
     if not present:
         return
     inner = _guarded(out, depth, v, "array", only)
-    for key in ("minItems", "maxItems"):
-        if key in schema:
-            bound = schema[key]
-            if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
-                raise _Unsupported
-            op = "<" if key == "minItems" else ">"
-            out.line(inner, f"if len({v}) {op} {bound}:")
-            out.line(inner + 1, "return False")
+    _emit_length(schema, v, inner, out, "minItems", "maxItems")
     if "items" in schema:
         items = schema["items"]
         if not isinstance(items, (Mapping, bool)):

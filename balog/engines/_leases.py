@@ -140,20 +140,22 @@ class LeaseKeeper:
                 self._renewed[key] = started
         except LeaseExpired as exc:
             if self._held.get(key) is delivery:
-                logger.warning(
+                _warn(
                     "the lease of message %s on %s was lost (%s); it may be processed again",
-                    delivery.message_id,
-                    delivery.topic,
-                    describe(exc),
+                    delivery,
+                    exc,
                 )
                 self.drop(delivery)
         except Exception as exc:
             if self._held.get(key) is delivery:
-                logger.warning(
+                _warn(
                     "could not extend the lease of message %s on %s (%s); trying again",
-                    delivery.message_id,
-                    delivery.topic,
-                    describe(exc),
+                    delivery,
+                    exc,
                 )
         finally:
             self._extending.discard(key)
+
+
+def _warn(message: str, delivery: Delivery, exc: BaseException) -> None:
+    logger.warning(message, delivery.message_id, delivery.topic, describe(exc))

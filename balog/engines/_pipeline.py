@@ -278,22 +278,12 @@ class Pipeline:
     ) -> Decision:
         """:meth:`call` for what :meth:`route` returned."""
         event, matched = routed
-        if self._default_operator:
-            # DefaultConsumerOperator.process_event calls consumer.func(event): do so directly.
-            for consumer in matched:
-                try:
-                    result = consumer.func(event)
-                    if result is not None and inspect.isawaitable(result):
-                        run_awaitable(result)
-                except BaseException as exc:
-                    if is_shutdown(exc):
-                        raise
-                    return self.failed(delivery, consumer, exc)
-            return PROCESSED
+        # DefaultConsumerOperator.process_event calls consumer.func(event): do so directly.
+        default = self._default_operator
         process_event = self.operator.process_event
         for consumer in matched:
             try:
-                result = process_event(consumer, event)
+                result = consumer.func(event) if default else process_event(consumer, event)
                 if result is not None and inspect.isawaitable(result):
                     run_awaitable(result)
             except BaseException as exc:

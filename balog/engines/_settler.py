@@ -31,7 +31,7 @@ from balog.engines._pipeline import Decision, Outcome, describe
 from balog.exceptions import BalogError, LeaseExpired
 from balog.transports.base import Delivery, Transport
 
-__all__ = ["Counts", "Settler"]
+__all__ = ["Counts", "EngineStats", "Settler"]
 
 logger = logging.getLogger("balog.engine")
 
@@ -42,10 +42,20 @@ DEAD_LETTER_RETRY_DELAY = 5.0
 """Seconds before a message whose dead-lettering failed comes back to be dead-lettered again."""
 
 
-@dataclasses.dataclass(slots=True)
-class Counts:
-    """One worker's counts for one topic; only that worker writes them, so no lock is needed.
-    ``EngineStats`` for a topic is the sum of its workers' counts."""
+@dataclasses.dataclass
+class EngineStats:
+    """Counts per topic since the engine was built. Read with
+    :meth:`~balog.engines.base.TransportEngine.stats`.
+
+    ``received`` deliveries taken from the transport; of those, ``processed`` (every matching
+    consumer returned, acked), ``unrouted`` (no consumer matched, acked), ``retried`` (a consumer
+    raised, given back with a delay) and ``dead_lettered`` (of which ``refused``: the transport
+    could not hand them over as a body). ``errors`` counts transport calls that failed (the
+    message then comes back by itself), ``restarts`` workers restarted after a crash.
+
+    Each worker keeps its own for each topic, written by that worker alone (so no lock is
+    needed); the engine's figures for a topic are the sum of its workers'.
+    """
 
     received: int = 0
     processed: int = 0
@@ -55,6 +65,10 @@ class Counts:
     refused: int = 0
     errors: int = 0
     restarts: int = 0
+
+
+Counts = EngineStats
+"""One worker's :class:`EngineStats` for one topic."""
 
 
 class Settler:

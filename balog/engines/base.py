@@ -40,7 +40,7 @@ from balog._options import unknown_option
 from balog.consumers import Consumer, ConsumerHub, ConsumerOperator, DefaultConsumerOperator
 from balog.engines._leases import LeaseKeeper
 from balog.engines._pipeline import Pipeline, describe
-from balog.engines._settler import Counts
+from balog.engines._settler import Counts, EngineStats
 from balog.events import DEFAULT_MAX_DEPTH, EventDict, SchemaRegistry
 from balog.exceptions import BalogError, ConfigurationError, ConsumerError, TransportError
 from balog.transports.base import Transport
@@ -76,27 +76,6 @@ class Backoff:
         if self.jitter:
             raw *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
         return max(0.0, raw)
-
-
-@dataclasses.dataclass
-class EngineStats:
-    """Counts per topic since the engine was built. Read with :meth:`TransportEngine.stats`.
-
-    ``received`` deliveries taken from the transport; of those, ``processed`` (every matching
-    consumer returned, acked), ``unrouted`` (no consumer matched, acked), ``retried`` (a consumer
-    raised, given back with a delay) and ``dead_lettered`` (of which ``refused``: the transport
-    could not hand them over as a body). ``errors`` counts transport calls that failed (the
-    message then comes back by itself), ``restarts`` workers restarted after a crash.
-    """
-
-    received: int = 0
-    processed: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    unrouted: int = 0
-    refused: int = 0
-    errors: int = 0
-    restarts: int = 0
 
 
 class Engine(ABC):

@@ -186,6 +186,15 @@ class EngineHarness:
         assert isinstance(engine, TransportEngine)
         return engine.drain(timeout=max(remaining, 0.01))
 
+    def _timed_out(
+        self, condition: Callable[[], object], timeout: float, message: str | None
+    ) -> AssertionError:
+        what = message or getattr(condition, "__name__", "the condition")
+        return AssertionError(
+            f"{what} did not hold within {timeout:g} s "
+            f"({len(self.processed)} consumer call(s) succeeded, {len(self.errors)} raised)"
+        )
+
     def run_until(
         self,
         condition: Callable[[], object],
@@ -202,12 +211,7 @@ class EngineHarness:
             if condition():
                 return
             if time.monotonic() >= deadline:
-                what = message or getattr(condition, "__name__", "the condition")
-                raise AssertionError(
-                    f"{what} did not hold within {timeout:g} s "
-                    f"({len(self.processed)} consumer call(s) succeeded, "
-                    f"{len(self.errors)} raised)"
-                )
+                raise self._timed_out(condition, timeout, message)
             if not handled:
                 time.sleep(interval)
 
@@ -293,12 +297,7 @@ class EngineHarness:
             if held:
                 return
             if time.monotonic() >= deadline:
-                what = message or getattr(condition, "__name__", "the condition")
-                raise AssertionError(
-                    f"{what} did not hold within {timeout:g} s "
-                    f"({len(self.processed)} consumer call(s) succeeded, "
-                    f"{len(self.errors)} raised)"
-                )
+                raise self._timed_out(condition, timeout, message)
             await asyncio.sleep(interval)
 
     async def await_events(
