@@ -20,7 +20,7 @@ demo: $(STAMP)
 # Independent tests in parallel (they use their own queues, keys and files), then the few that
 # restart a shared broker, alone.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20 -m "not disruptive"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=20 -m "not disruptive"
 	$(BIN)/python -m pytest -m disruptive
 
 lint: $(STAMP)

@@ -549,57 +549,46 @@ def load_config(
         from balog.engines import DEFAULT_ENGINE
 
         default_engine = DEFAULT_ENGINE
-    merged: dict[str, Any] = {"engine": default_engine}
-    sources: dict[str, str] = {"engine": DEFAULT}
-    origins: dict[str, str] = {}
-    merged_options: dict[str, Any] = {}
-    merged_topic_vars: dict[str, Any] = {}
-    flat_settings: dict[str, Any] = {}
-
+    merged = _Merged(default_engine)
     named = file if source is None else source
     path: str | None = None
     if isinstance(named, Mapping):
-        layer: FileLayer | None = _mapping_layer(named)
-        where = "settings"
+        merged.add(_mapping_layer(named), lambda key: "settings")
     else:
         if named is not None:
-            path, sources["file"], origins["file"] = os.fspath(named), COMMAND_LINE, "--config"
+            path, how, origin = os.fspath(named), COMMAND_LINE, "--config"
         else:
-            path, how, origins["file"] = _find_file(env)
-            if path:
-                sources["file"] = how
-        layer = read_file(path) if path else None
-        where = f"file {path.partition('#')[0]}" if path else ""
-    if layer is not None:
-        for key, value in layer.values.items():
-            merged[key] = _check_scalar(key, value, layer.origins[key])
-            sources[key] = where
-        for name, value in layer.options.items():
-            merged_options[name] = value
-            sources[f"option:{name}"] = where
-        merged_topic_vars.update(layer.topic_vars)
-        origins.update(layer.origins)
-        flat_settings.update(layer.settings)
+            path, how, origin = _find_file(env)
+        merged.origins["file"] = origin
+        if path:
+            merged.sources["file"] = how
+            where = f"file {path.partition('#')[0]}"
+            merged.add(read_file(path), lambda key: where)
+    merged.add(_env_layer(env), _env_source)
+    merged.add(_command_line_layer(values, options, settings), lambda key: COMMAND_LINE)
+    return merged.config(path.partition("#")[0] if path else None)
 
-    env_layer = _env_layer(env)
-    for key, value in env_layer.values.items():
-        merged[key] = _check_scalar(key, value, _ENV_NAMES[key])
-        sources[key] = f"{ENVIRONMENT} {_ENV_NAMES[key]}"
-    for name, value in env_layer.options.items():
-        merged_options[name] = value
-        sources[f"option:{name}"] = f"{ENVIRONMENT} {_ENV_OPTION}{name.upper()}"
-    merged_topic_vars.update(env_layer.topic_vars)
-    origins.update(env_layer.origins)
 
+def _env_source(key: str) -> str:
+    if key.startswith("option:"):
+        return f"{ENVIRONMENT} {_ENV_OPTION}{key[len('option:') :].upper()}"
+    return f"{ENVIRONMENT} {_ENV_NAMES[key]}"
+
+
+def _command_line_layer(
+    values: Mapping[str, Any] | None,
+    options: Sequence[str] | Mapping[str, Any],
+    settings: Sequence[str],
+) -> FileLayer:
+    """``values``, ``options`` and ``settings`` of :func:`load_config` as a layer."""
+    layer = FileLayer()
     for key, value in (values or {}).items():
         if value is None:
             continue
-        flag = f"--{key.replace('_', '-')}"
         if key not in KEYS:
             raise _unknown_key("load_config(values=...)", key, KEYS)
-        merged[key] = _check_scalar(key, value, flag)
-        sources[key] = COMMAND_LINE
-        origins[key] = flag
+        layer.values[key] = value
+        layer.origins[key] = f"--{key.replace('_', '-')}"
     pairs = (
         options.items()
         if isinstance(options, Mapping)
@@ -609,31 +598,55 @@ def load_config(
         )
     )
     for name, value in pairs:
-        merged_options[_option_name(name, "--option")] = value
-        sources[f"option:{name}"] = COMMAND_LINE
-        origins[f"option:{name}"] = f"-o {name}"
+        layer.options[_option_name(name, "--option")] = value
+        layer.origins[f"option:{name}"] = f"-o {name}"
     for item in settings:
         key, value = parse_assignment(item, "--set")
-        flat_settings[key] = value
+        layer.settings[key] = value
+    return layer
 
-    origins.setdefault("engine", "the default engine")
-    config = Config(
-        engine=merged["engine"],
-        options=merged_options,
-        topic_vars=merged_topic_vars,
-        settings=flat_settings,
-        sources=sources,
-        origins={k: v for k, v in origins.items() if v},
-        file=path.partition("#")[0] if path else None,
-    )
-    for key in KEYS:
-        if key != "engine" and key in merged:
-            setattr(config, key, merged[key])
-    # The operator sees the effective balog keys too, as a Pyramid app's settings would hold them.
-    for key in KEYS:
-        value = getattr(config, key)
-        if value is not None:
-            config.settings[f"balog.{key}"] = value
-    for name, value in config.topic_vars.items():
-        config.settings[f"balog.topic_vars.{name}"] = value
-    return config
+
+class _Merged:
+    """The layers of a configuration merged so far, each key from the highest that sets it."""
+
+    def __init__(self, default_engine: str) -> None:
+        self.values: dict[str, Any] = {"engine": default_engine}
+        self.sources: dict[str, str] = {"engine": DEFAULT}
+        self.origins: dict[str, str] = {}
+        self.options: dict[str, Any] = {}
+        self.topic_vars: dict[str, Any] = {}
+        self.settings: dict[str, Any] = {}
+
+    def add(self, layer: FileLayer, source_of: Callable[[str], str]) -> None:
+        for key, value in layer.values.items():
+            self.values[key] = _check_scalar(key, value, layer.origins[key])
+            self.sources[key] = source_of(key)
+        for name, value in layer.options.items():
+            self.options[name] = value
+            self.sources[f"option:{name}"] = source_of(f"option:{name}")
+        self.topic_vars.update(layer.topic_vars)
+        self.origins.update(layer.origins)
+        self.settings.update(layer.settings)
+
+    def config(self, file: str | None) -> Config:
+        self.origins.setdefault("engine", "the default engine")
+        config = Config(
+            engine=self.values["engine"],
+            options=self.options,
+            topic_vars=self.topic_vars,
+            settings=self.settings,
+            sources=self.sources,
+            origins={k: v for k, v in self.origins.items() if v},
+            file=file,
+        )
+        for key in KEYS:
+            if key != "engine" and key in self.values:
+                setattr(config, key, self.values[key])
+        # The operator sees the effective balog keys too, as a Pyramid app's settings hold them.
+        for key in KEYS:
+            value = getattr(config, key)
+            if value is not None:
+                config.settings[f"balog.{key}"] = value
+        for name, value in config.topic_vars.items():
+            config.settings[f"balog.topic_vars.{name}"] = value
+        return config

@@ -123,6 +123,11 @@ class Worker:
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker's thread is still running (inside a long poll, after a stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self, wait: float, *, timeout: float | None = None) -> None:
         """Wait for the worker to end, but not for one inside a receive that waits longer than
         :data:`LONG_WAIT` (``wait``); ``timeout`` bounds the whole wait."""

@@ -188,6 +188,13 @@ class TransportEngine(Engine):
     transport_class: ClassVar[type[Transport] | None] = None
     """The transport a named engine builds from its keyword options."""
 
+    max_attempts: int
+    batch_size: int
+    wait: float
+    concurrency: int
+    max_in_flight: int
+    startup_timeout: float
+
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     """Engine option defaults of a named engine; the caller's options win, and these win over
     the transport's :attr:`~balog.transports.base.Transport.engine_defaults`."""
@@ -216,66 +223,26 @@ class TransportEngine(Engine):
         **transport_kwargs: Any,
     ) -> None:
         super().__init__(hub, consumer_operator)
-        given = {
-            "max_attempts": max_attempts,
-            "backoff": backoff,
-            "batch_size": batch_size,
-            "wait": wait,
-            "lease": lease,
-            "concurrency": concurrency,
-            "max_in_flight": max_in_flight,
-            "ack_delay": ack_delay,
-            "startup_timeout": startup_timeout,
-        }
         if lease is _DEFAULT:
             lease = self.defaults.get("lease", 30.0)
         self.lease = float(_number("lease", lease, minimum=0))
         self.transport, self._owns_transport = self._build_transport(
             transport, transport_options, transport_kwargs
         )
-        caps = self.transport.capabilities
-
-        def option(name: str, fallback: Any) -> Any:
-            value = given[name]
-            if value is not _DEFAULT:
-                return value
-            if name in self.defaults:
-                return self.defaults[name]
-            return self.transport.engine_defaults.get(name, fallback)
-
-        self.max_attempts = _number(
-            "max_attempts", option("max_attempts", 5), minimum=1, integer=True
-        )
-        self.backoff = option("backoff", None) or Backoff()
-        if not isinstance(self.backoff, Backoff):
-            raise ConfigurationError(f"backoff must be a Backoff, not {self.backoff!r}")
-        self.batch_size = _number("batch_size", option("batch_size", 10), minimum=1, integer=True)
-        if caps.max_batch is not None and self.batch_size > caps.max_batch:
-            raise ConfigurationError(
-                f"batch_size must be at most {caps.max_batch} on {self.transport!r}"
-            )
-        self.wait = float(_number("wait", option("wait", 1.0), minimum=0))
-        if caps.max_wait is not None and self.wait > caps.max_wait:
-            raise ConfigurationError(
-                f"wait must be at most {caps.max_wait:g} seconds on {self.transport!r}"
-            )
-        self.concurrency = _number("concurrency", option("concurrency", 1), minimum=1, integer=True)
-        self.max_in_flight = _number(
-            "max_in_flight", option("max_in_flight", 1), minimum=1, integer=True
-        )
-        delay = option("ack_delay", _DEFAULT)
-        if delay is _DEFAULT:
-            delay = min(1.0, self.lease / 4) if caps.batch_ack else None
-        self.ack_delay: float | None = (
-            None if delay is None else float(_number("ack_delay", delay, minimum=0))
-        )
-        self.startup_timeout = float(
-            _number("startup_timeout", option("startup_timeout", 10.0), minimum=0)
+        self._set_options(
+            max_attempts=max_attempts,
+            backoff=backoff,
+            batch_size=batch_size,
+            wait=wait,
+            concurrency=concurrency,
+            max_in_flight=max_in_flight,
+            ack_delay=ack_delay,
+            startup_timeout=startup_timeout,
         )
         if default_event_handler is not None and not callable(default_event_handler):
             raise ConfigurationError("default_event_handler must be callable")
         self.default_event_handler = default_event_handler
-        limit = caps.max_body_size
+        limit = self.transport.capabilities.max_body_size
         self.max_event_size = _number(
             "max_event_size", max_event_size or limit or 256 * 1024, minimum=1, integer=True
         )
@@ -295,6 +262,50 @@ class TransportEngine(Engine):
         self._closed = False
 
     # -- construction -------------------------------------------------------------------------
+
+    _NUMBERS: ClassVar[dict[str, tuple[float, float, bool]]] = {
+        # option: (built-in default, minimum, whole number)
+        "max_attempts": (5, 1, True),
+        "batch_size": (10, 1, True),
+        "wait": (1.0, 0, False),
+        "concurrency": (1, 1, True),
+        "max_in_flight": (1, 1, True),
+        "startup_timeout": (10.0, 0, False),
+    }
+
+    def _set_options(self, **given: Any) -> None:
+        """Each option from the caller, else the named engine's ``defaults``, else the
+        transport's ``engine_defaults``, else the built-in default; checked, and set."""
+
+        def option(name: str, fallback: Any) -> Any:
+            value = given[name]
+            if value is not _DEFAULT:
+                return value
+            if name in self.defaults:
+                return self.defaults[name]
+            return self.transport.engine_defaults.get(name, fallback)
+
+        for name, (fallback, minimum, whole) in self._NUMBERS.items():
+            value = _number(name, option(name, fallback), minimum=minimum, integer=whole)
+            setattr(self, name, value if whole else float(value))
+        self.backoff = option("backoff", None) or Backoff()
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigurationError(f"backoff must be a Backoff, not {self.backoff!r}")
+        caps = self.transport.capabilities
+        if caps.max_batch is not None and self.batch_size > caps.max_batch:
+            raise ConfigurationError(
+                f"batch_size must be at most {caps.max_batch} on {self.transport!r}"
+            )
+        if caps.max_wait is not None and self.wait > caps.max_wait:
+            raise ConfigurationError(
+                f"wait must be at most {caps.max_wait:g} seconds on {self.transport!r}"
+            )
+        delay = option("ack_delay", _DEFAULT)
+        if delay is _DEFAULT:  # batched where the transport has a batch call
+            delay = min(1.0, self.lease / 4) if caps.batch_ack else None
+        self.ack_delay: float | None = (
+            None if delay is None else float(_number("ack_delay", delay, minimum=0))
+        )
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
@@ -607,17 +618,26 @@ class TransportEngine(Engine):
         return handled
 
     def close(self) -> None:
-        """Stop, wait for a worker still inside a long poll to release what that poll brings
-        (at most ``wait`` seconds more), then close a transport the engine built."""
+        """Stop, and close a transport the engine built. Returns at once: a worker still inside a
+        long poll (SQS's 20 s) releases what that poll brings, and the transport is closed once it
+        has (in a background thread, at most ``wait`` seconds later)."""
         if self._closed:
             return
         self._closed = True
         self.stop()
-        for worker in self._workers:
-            worker.join(0.0, timeout=self.wait + 5.0)
-        self._workers = []
-        if self._owns_transport:
+        polling, self._workers = [w for w in self._workers if w.alive], []
+        if not self._owns_transport:
+            return
+        if not polling:
             self.transport.close()
+            return
+
+        def close_after_polls() -> None:
+            for worker in polling:
+                worker.join(0.0, timeout=self.wait + 5.0)
+            self.transport.close()
+
+        threading.Thread(target=close_after_polls, name="balog-engine-close", daemon=True).start()
 
 
 def _nothing() -> None:
