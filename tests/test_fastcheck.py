@@ -146,7 +146,7 @@ def test_a_catastrophic_pattern_is_bounded_in_the_fast_check() -> None:
     started = time.monotonic()
     with pytest.raises(InvalidPayload):
         registry.validate(event)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # unbounded, it would run for hours
 
 
 def test_a_catastrophic_pattern_is_bounded_in_the_full_validator() -> None:
@@ -168,7 +168,7 @@ def test_a_catastrophic_pattern_is_bounded_in_the_full_validator() -> None:
     started = time.monotonic()
     with pytest.raises(InvalidPayload):
         registry.validate(event)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # unbounded, it would run for hours
 
 
 def test_fastjsonschema_patterns_are_replaced_by_bounded_ones() -> None:
@@ -212,29 +212,34 @@ def test_patterns_that_could_backtrack_are_told_apart(pattern: str, risky: bool)
     assert risky == could_backtrack(pattern)
 
 
-def test_a_large_invalid_payload_costs_no_more_to_explain_than_a_small_one() -> None:
-    """Thousands of invalid metric values (near 256 KiB) are explained about as fast as a few:
-    the explanation looks at the first errors, not all of them, and names the first bad value."""
-    import time
-
-    from balog.events import decode, encode, new_event
+def test_a_large_invalid_payload_is_explained_from_its_first_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of invalid metric values (near 256 KiB): the explanation names the first bad
+    value having looked at no more than the first EXPLAINED_ERRORS errors (before, it collected
+    and sorted all of them: a second per event)."""
+    import balog.events as events
+    from balog.events import EXPLAINED_ERRORS, decode, encode, new_event
     from balog.exceptions import InvalidPayload
 
-    def body(count: int) -> bytes:
-        values = [{"name": f"m{i}", "value": [i]} for i in range(count)]
-        return encode(new_event("tests.budget", {"cls_type": "metrics", "values": values}))
+    explainer = events._explainer()
+    looked_at: list[int] = []
 
-    def explain(data: bytes) -> float:
-        started = time.perf_counter()
-        with pytest.raises(InvalidPayload) as rejected:
-            decode(data, max_size=len(data))
-        assert rejected.value.field == "payload.values.0.value"
-        return time.perf_counter() - started
+    class Counting:
+        """The explaining validator, counting the errors asked of it."""
 
-    small, large = body(40), body(8_000)
-    explain(small)  # warm up the explaining validator
-    few = min(explain(small) for _ in range(3))
-    many = min(explain(large) for _ in range(3))
-    # Parsing and the fast check still read every value; the explanation must not grow with
-    # the number of bad ones (before the bound it took about 200 times as long).
-    assert many < 20 * few + 0.05, (few, many)
+        def __init__(self, schema: Any) -> None:
+            self.inner = explainer(schema)
+
+        def iter_errors(self, instance: Any) -> Any:
+            for error in self.inner.iter_errors(instance):
+                looked_at.append(1)
+                yield error
+
+    monkeypatch.setattr(events, "_explainer", lambda: Counting)
+    values = [{"name": f"m{i}", "value": [i]} for i in range(8_000)]
+    body = encode(new_event("tests.budget", {"cls_type": "metrics", "values": values}))
+    with pytest.raises(InvalidPayload) as rejected:
+        decode(body, max_size=len(body))
+    assert rejected.value.field == "payload.values.0.value"
+    assert 0 < len(looked_at) <= EXPLAINED_ERRORS

@@ -463,3 +463,24 @@ def test_balog_toml_in_the_current_directory_is_read(
     named = load_config(environ={"BALOG_CONFIG": str(other)})
     expected_named = ("kombu", str(other))
     assert expected_named == (named.engine, named.file)
+
+
+def test_the_producers_topic_comes_from_every_layer(tmp_path: Path) -> None:
+    """topic and topic_vars are keys of the one configuration: a TOML table, flat settings and
+    BALOG_TOPIC / BALOG_TOPIC_VAR_<NAME>, the environment over the file."""
+    path = tmp_path / "balog.toml"
+    path.write_text(
+        '[balog]\ntopic = "orders-{env}"\n[balog.topic_vars]\nenv = "dev"\nzone = "a"\n'
+    )
+    from_file = load_config(str(path), environ={})
+    assert (from_file.topic, from_file.topic_vars) == ("orders-{env}", {"env": "dev", "zone": "a"})
+    overridden = load_config(
+        str(path), environ={"BALOG_TOPIC": "audit-{env}", "BALOG_TOPIC_VAR_ENV": "prod"}
+    )
+    assert (
+        overridden.topic,
+        overridden.topic_vars,
+    ) == ("audit-{env}", {"env": "prod", "zone": "a"})
+    flat = load_config({"balog.topic": "t-{x}", "balog.topic_vars.x": "1"}, environ={})
+    assert (flat.topic, flat.topic_vars) == ("t-{x}", {"x": "1"})
+    assert flat.settings["balog.topic_vars.x"] == "1"
