@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 8
 
 .PHONY: demo test lint check test-minimal bench clean
 
