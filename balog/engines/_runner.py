@@ -378,7 +378,12 @@ class Worker:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             wait = self._next_wait() if not tasks else 0.0
-            batch = self._receive(wait, min(self.engine.batch_size, room))
+            asked = min(self.engine.batch_size, room)
+            batch = self._receive(wait, asked)
+            if len(batch) < asked or settler.queued >= asked:
+                # Nothing more at hand (or a batch of acks is ready): send the acks now. Held
+                # acks keep a broker's prefetch window full, and it pushes nothing more.
+                settler.flush_acks()
             pause_for = self._pause_after_trouble()
             if pause_for:
                 await asyncio.sleep(pause_for)

@@ -118,6 +118,11 @@ class Settler:
         else:
             self._dead_letter(delivery, decision)
 
+    @property
+    def queued(self) -> int:
+        """How many acks wait for :meth:`flush_acks`."""
+        return len(self._processed) + len(self._unrouted)
+
     def flush(self) -> None:
         """Send the acks that are due and nack the held retries whose delay is over."""
         if (self._processed or self._unrouted) and time.monotonic() - self._pending_since >= (

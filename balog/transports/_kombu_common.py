@@ -355,7 +355,13 @@ class Broker(ABC):
         what else has already arrived, up to ``max_messages``."""
         connection = stream.session.connection
         self.tick(connection)
-        if not stream.buffer:
+        if not stream.buffer and wait <= 0.0 and stream.outstanding:
+            # A receive that does not wait, while deliveries of this stream are unsettled (an
+            # engine with events in flight), takes only what has arrived: the broker has been
+            # pushing here, and a wait would hold up the caller's work in hand.
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0)
+        elif not stream.buffer:
             settled = wait > 0.0
             deadline = time.monotonic() + (wait if settled else _NOWAIT)
             while not stream.buffer:

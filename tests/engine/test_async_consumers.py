@@ -130,6 +130,29 @@ def test_max_in_flight_runs_async_consumers_together(backend: Backend) -> None:
     assert 1 < most <= 8
 
 
+def test_max_in_flight_sends_held_acks_once_nothing_more_is_at_hand(backend: Backend) -> None:
+    """With events in flight, acks batched by ``ack_delay`` go out as soon as a receive finds
+    nothing more, not after the delay: a broker whose prefetch window is full of acked but
+    unsent deliveries pushes nothing more, and the worker would stall until the delay ends."""
+    done: list[int] = []
+
+    async def quick(event: EventDict) -> None:
+        await asyncio.sleep(0)
+        done.append(event["payload"]["n"])
+
+    hub = ConsumerHub([Consumer(quick, backend.topic, name="tests.async.quick")])
+    engine = backend.make_engine(hub, max_in_flight=4, ack_delay=600, handle_signals=False)
+    backend.send(*[event_body(n) for n in range(12)])
+
+    # processed is counted once the ack has gone out
+    def all_acked() -> bool:
+        stats = engine.stats().get(backend.topic)
+        return stats is not None and stats.processed >= 12
+
+    run_engine_until(engine, all_acked, timeout=20)
+    assert sorted(done) == list(range(12))
+
+
 def test_max_in_flight_runs_sync_consumers_on_threads(backend: Backend) -> None:
     """With ``max_in_flight=4``, blocking sync consumers run on a pool of four threads."""
     running = 0
