@@ -380,10 +380,12 @@ class Worker:
             wait = self._next_wait() if not tasks else 0.0
             asked = min(self.engine.batch_size, room)
             batch = self._receive(wait, asked)
-            if len(batch) < asked or settler.queued >= asked:
+            if settler.queued and (len(batch) < asked or settler.queued >= asked):
                 # Nothing more at hand (or a batch of acks is ready): send the acks now. Held
-                # acks keep a broker's prefetch window full, and it pushes nothing more.
+                # acks keep a broker's prefetch window full, and it pushes nothing more; once
+                # they are sent, it pushes again soon, so look again soon.
                 settler.flush_acks()
+                pause = 0.005
             pause_for = self._pause_after_trouble()
             if pause_for:
                 await asyncio.sleep(pause_for)
