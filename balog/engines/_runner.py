@@ -385,7 +385,7 @@ class Worker:
                 # acks keep a broker's prefetch window full, and it pushes nothing more; once
                 # they are sent, it pushes again soon, so look again soon.
                 settler.flush_acks()
-                pause = 0.005
+                pause = 0.001
             pause_for = self._pause_after_trouble()
             if pause_for:
                 await asyncio.sleep(pause_for)
