@@ -37,7 +37,7 @@ class LeaseKeeper:
     def __init__(self, transport: Transport, *, lease: float) -> None:
         self.transport = transport
         self.enabled = transport.capabilities.lease_extension
-        self.interval = max(0.05, min(lease / 4, 5.0))
+        self.interval = max(0.05, min(lease / 6, 5.0))
         # Held deliveries by id(); a delivery's lease was last renewed at _renewed[id], or at
         # its receipt when it has no entry there. Workers add and remove entries with single
         # dict operations (atomic); the keeper reads copies.
@@ -107,7 +107,10 @@ class LeaseKeeper:
                 logger.exception("the lease keeper failed; it carries on")
 
     def renew_due(self) -> int:
-        """Start an extension of every held lease that is half gone; return how many."""
+        """Start an extension of every held lease that is a third gone; return how many. An
+        extension is then started at most half a lease after the previous one, which leaves
+        half a lease for the keeper's thread to be scheduled and the call to reach the broker
+        on a loaded machine."""
         now = time.monotonic()
         started = 0
         renewed = self._renewed
@@ -115,7 +118,7 @@ class LeaseKeeper:
             lease = delivery.lease
             if lease is None or key in self._extending:
                 continue
-            if now - renewed.get(key, delivery.received_at) < lease / 2:
+            if now - renewed.get(key, delivery.received_at) < lease / 3:
                 continue
             self._extending.add(key)
             self._executor().submit(self._extend, key, delivery)
