@@ -269,17 +269,34 @@ class RedisBroker(VirtualBroker):
 
     def extend_lease(self, deliveries: Sequence[Delivery], lease: float) -> None:
         """Move each delivery's place in kombu's unacked index so that it is restored ``lease``
-        seconds from now rather than ``visibility_timeout`` after it was received."""
+        seconds from now rather than ``visibility_timeout`` after it was received.
+
+        A delivery whose place had already passed its restore time when the extension came is
+        reported lost (:class:`~balog.exceptions.LeaseExpired`) even though it is extended: any
+        consumer's restore sweep may have read it and be putting it back on the list, and
+        nothing tells which, so it may be processed again."""
         channel = deliveries[0].handle.stream.channel
-        score = time.time() + lease - self.visibility_timeout
+        now = time.time()
+        score = now + lease - self.visibility_timeout
+        key = channel.unacked_index_key
         with channel.conn_or_acquire() as client:
             pipe = client.pipeline(transaction=False)
+            # The entries already past their restore time (commands kombu prefixes with
+            # global_keyprefix only: ZRANGE and ZADD); normally none.
+            pipe.zrange(key, "-inf", now - self.visibility_timeout, byscore=True)
             for delivery in deliveries:
-                pipe.zadd(channel.unacked_index_key, {delivery.handle.tag: score}, xx=True, ch=True)
-            changed = pipe.execute()
-        gone = [d.message_id for d, n in zip(deliveries, changed, strict=False) if not n]
+                pipe.zadd(key, {delivery.handle.tag: score}, xx=True, ch=True)
+            late, *changed = pipe.execute()
+        late_tags = {tag.decode() if isinstance(tag, bytes) else str(tag) for tag in late}
+        gone = [
+            d.message_id
+            for d, n in zip(deliveries, changed, strict=True)
+            if not n or str(d.handle.tag) in late_tags
+        ]
         if gone:
-            raise LeaseExpired(f"lease of message(s) {', '.join(gone)} was lost")
+            raise LeaseExpired(
+                f"lease of message(s) {', '.join(gone)} was lost (extended after it had run out)"
+            )
 
     def get(self, channel: Any, name: str) -> Any:
         guard = self._guards.get(channel)

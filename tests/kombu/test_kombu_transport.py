@@ -26,6 +26,7 @@ from balog.engines.kombu import KombuEngine
 from balog.exceptions import (
     AuthenticationError,
     ConfigurationError,
+    LeaseExpired,
     SendError,
     TopicMismatch,
     TransportConnectionError,
@@ -165,6 +166,33 @@ def test_redis_ack_many_clears_kombus_records_and_frees_prefetch(
             second = receive_some(transport, unique_name, 2)
             assert [d.body.split(b'"id":"')[1][:2].decode() for d in second] == ["r2", "r3"]
             transport.ack_many(second)
+        finally:
+            transport.delete(unique_name)
+            client.close()
+
+
+def test_a_redis_lease_extended_after_it_ran_out_is_reported_lost(
+    redis_url: str, unique_name: str
+) -> None:
+    """On Redis, an extension that comes after the delivery's restore time (a keeper held up)
+    still moves it, but raises LeaseExpired: a restore sweep may already be putting it back, so
+    it may be processed again, and the engine must say so. One in time raises nothing."""
+    import redis
+
+    prefix = f"{unique_name}:"
+    options = {"global_keyprefix": prefix}
+    client = redis.Redis.from_url(redis_url)
+    with KombuTransport(redis_url, lease=30, transport_options=options) as transport:
+        try:
+            transport.send(unique_name, [body(LOG, ident=f"x{i}") for i in range(2)])
+            late, in_time = receive_some(transport, unique_name, 2)
+            index = prefix + "unacked_index"
+            client.zadd(index, {late.handle.tag: time.time() - 31}, xx=True)
+            with pytest.raises(LeaseExpired, match="extended after it had run out"):
+                transport.extend_lease(late, 30)
+            assert client.zscore(index, late.handle.tag) > time.time() - 1  # moved all the same
+            transport.extend_lease(in_time, 30)
+            assert transport.ack_many([late, in_time]) == [None, None]
         finally:
             transport.delete(unique_name)
             client.close()
