@@ -271,10 +271,10 @@ class RedisBroker(VirtualBroker):
         """Move each delivery's place in kombu's unacked index so that it is restored ``lease``
         seconds from now rather than ``visibility_timeout`` after it was received.
 
-        A delivery whose place had already passed its restore time when the extension came is
-        reported lost (:class:`~balog.exceptions.LeaseExpired`) even though it is extended: any
-        consumer's restore sweep may have read it and be putting it back on the list, and
-        nothing tells which, so it may be processed again."""
+        A delivery no longer in the index is lost (:class:`~balog.exceptions.LeaseExpired`).
+        One whose place had already passed its restore time when the extension came is extended
+        and kept, but a warning says it may be processed again: any consumer's restore sweep
+        may have read it and be putting it back on the list, and nothing tells which."""
         channel = deliveries[0].handle.stream.channel
         now = time.time()
         score = now + lease - self.visibility_timeout
@@ -288,15 +288,17 @@ class RedisBroker(VirtualBroker):
                 pipe.zadd(key, {delivery.handle.tag: score}, xx=True, ch=True)
             late, *changed = pipe.execute()
         late_tags = {tag.decode() if isinstance(tag, bytes) else str(tag) for tag in late}
-        gone = [
-            d.message_id
-            for d, n in zip(deliveries, changed, strict=True)
-            if not n or str(d.handle.tag) in late_tags
-        ]
+        for delivery in deliveries:
+            if str(delivery.handle.tag) in late_tags:
+                logger.warning(
+                    "the lease of message %s on %s was extended after it had run out; another "
+                    "consumer may have put it back on the queue, so it may be processed again",
+                    delivery.message_id,
+                    delivery.topic,
+                )
+        gone = [d.message_id for d, n in zip(deliveries, changed, strict=True) if not n]
         if gone:
-            raise LeaseExpired(
-                f"lease of message(s) {', '.join(gone)} was lost (extended after it had run out)"
-            )
+            raise LeaseExpired(f"lease of message(s) {', '.join(gone)} was lost")
 
     def get(self, channel: Any, name: str) -> Any:
         guard = self._guards.get(channel)

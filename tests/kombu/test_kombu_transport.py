@@ -171,12 +171,12 @@ def test_redis_ack_many_clears_kombus_records_and_frees_prefetch(
             client.close()
 
 
-def test_a_redis_lease_extended_after_it_ran_out_is_reported_lost(
-    redis_url: str, unique_name: str
+def test_a_redis_lease_extended_after_it_ran_out_is_kept_and_reported(
+    redis_url: str, unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On Redis, an extension that comes after the delivery's restore time (a keeper held up)
-    still moves it, but raises LeaseExpired: a restore sweep may already be putting it back, so
-    it may be processed again, and the engine must say so. One in time raises nothing."""
+    moves it all the same and says it may be processed again (a restore sweep may already be
+    putting it back); one in time says nothing; one whose entry is gone raises LeaseExpired."""
     import redis
 
     prefix = f"{unique_name}:"
@@ -184,14 +184,21 @@ def test_a_redis_lease_extended_after_it_ran_out_is_reported_lost(
     client = redis.Redis.from_url(redis_url)
     with KombuTransport(redis_url, lease=30, transport_options=options) as transport:
         try:
-            transport.send(unique_name, [body(LOG, ident=f"x{i}") for i in range(2)])
-            late, in_time = receive_some(transport, unique_name, 2)
+            transport.send(unique_name, [body(LOG, ident=f"x{i}") for i in range(3)])
+            late, in_time, gone = receive_some(transport, unique_name, 3)
             index = prefix + "unacked_index"
             client.zadd(index, {late.handle.tag: time.time() - 31}, xx=True)
-            with pytest.raises(LeaseExpired, match="extended after it had run out"):
+            client.zrem(index, gone.handle.tag)
+            with caplog.at_level(logging.WARNING, logger="balog.transports.kombu"):
                 transport.extend_lease(late, 30)
+                transport.extend_lease(in_time, 30)
+            warned = [r.getMessage() for r in caplog.records if "run out" in r.getMessage()]
+            assert len(warned) == 1
+            assert late.message_id in warned[0]
+            assert "may be processed again" in warned[0]
             assert client.zscore(index, late.handle.tag) > time.time() - 1  # moved all the same
-            transport.extend_lease(in_time, 30)
+            with pytest.raises(LeaseExpired, match="was lost"):
+                transport.extend_lease(gone, 30)
             assert transport.ack_many([late, in_time]) == [None, None]
         finally:
             transport.delete(unique_name)
