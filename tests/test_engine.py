@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -347,9 +348,9 @@ class _RecordingTransport(MemoryTransport):
         super().extend_lease(delivery, lease)
 
 
-def test_lease_keeper_renews_half_gone_leases_only() -> None:
-    """The lease keeper extends a held delivery once half its lease has gone, leaves a fresh one
-    alone, and never renews one that was settled (dropped)."""
+def test_lease_keeper_renews_leases_a_third_gone_only() -> None:
+    """The lease keeper extends a held delivery once a third of its lease has gone, leaves a
+    fresh one alone, and never renews one that was settled (dropped)."""
     broker = MemoryBroker()
     transport = _RecordingTransport(broker)
     transport.send("t", [body(), body(), body()])
@@ -363,6 +364,30 @@ def test_lease_keeper_renews_half_gone_leases_only() -> None:
     wait_until(lambda: transport.extended == [due.message_id])
     assert keeper.renew_due() == 0  # renewed: its clock starts again
     keeper.stop()
+
+
+def test_lease_keeper_says_when_it_renewed_a_lease_that_had_run_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A renewal that comes after the lease ran out (the keeper was held up: a process stopped,
+    a machine starved of CPU) is still made, and a WARNING says the message may have been
+    delivered again; a renewal in time says nothing."""
+    broker = MemoryBroker()
+    transport = _RecordingTransport(broker)
+    transport.send("t", [body(), body()])
+    overdue, in_time = transport.receive("t", max_messages=2, wait=0, lease=10)
+    overdue.received_at -= 12
+    in_time.received_at -= 6
+    keeper = LeaseKeeper(transport, lease=10)
+    keeper.hold([overdue, in_time])
+    with caplog.at_level(logging.WARNING, logger="balog.engine"):
+        assert keeper.renew_due() == 2
+        wait_until(lambda: len(transport.extended) == 2)
+        wait_until(lambda: any("run out" in r.getMessage() for r in caplog.records))
+    keeper.stop()
+    [warning] = [r.getMessage() for r in caplog.records if "run out" in r.getMessage()]
+    assert overdue.message_id in warning
+    assert "delivered again" in warning
 
 
 def test_lease_keeper_extensions_do_not_hold_each_other_up() -> None:

@@ -138,9 +138,18 @@ class LeaseKeeper:
             if self._held.get(key) is not delivery:
                 return  # settled meanwhile
             started = time.monotonic()
+            overdue = started - self._renewed.get(key, delivery.received_at) - (delivery.lease or 0)
             self.transport.extend_lease(delivery, delivery.lease or 0.0)
             if self._held.get(key) is delivery:
                 self._renewed[key] = started
+            if overdue > 0:
+                logger.warning(
+                    "the lease of message %s on %s was renewed %.1f s after it had run out (the "
+                    "lease keeper was held up); it may have been delivered again meanwhile",
+                    delivery.message_id,
+                    delivery.topic,
+                    overdue,
+                )
         except LeaseExpired as exc:
             if self._held.get(key) is delivery:
                 _warn(
