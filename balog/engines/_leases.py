@@ -3,7 +3,7 @@
 A delivery is *held* from the moment it is received until the settler has acked, nacked,
 released or dead-lettered it: while it runs, while it waits behind others of its batch, while its
 ack waits to be batched, while a retry waits out its delay, and through a ``stop()`` while
-handlers finish. Once half of a held delivery's lease has gone, the keeper extends it
+handlers finish. Once a third of a held delivery's lease has gone, the keeper extends it
 (where the transport has ``lease_extension``).
 
 Extensions run on a small pool of threads, so one slow call (an SQS request waiting out its
