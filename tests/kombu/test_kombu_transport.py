@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import time
@@ -142,33 +143,44 @@ def test_ack_many_never_acks_a_delivery_outside_the_batch(
             transport.delete(unique_name)
 
 
+@contextlib.contextmanager
+def prefixed_redis(
+    redis_url: str, topic: str, **options: Any
+) -> Iterator[tuple[KombuTransport, Any, str]]:
+    """A kombu Redis transport whose keys start with ``<topic>:``, a plain redis-py client to
+    look at them, and the prefix; the topic is deleted afterwards."""
+    import redis
+
+    prefix = f"{topic}:"
+    client = redis.Redis.from_url(redis_url)
+    with KombuTransport(
+        redis_url, transport_options={"global_keyprefix": prefix}, **options
+    ) as transport:
+        try:
+            yield transport, client, prefix
+        finally:
+            transport.delete(topic)
+            client.close()
+
+
 def test_redis_ack_many_clears_kombus_records_and_frees_prefetch(
     redis_url: str, unique_name: str
 ) -> None:
     """On Redis, ack_many() removes the batch from kombu's unacked hash and index in one
     pipeline and frees the consumer's prefetch slots: with prefetch=2, the next two arrive."""
-    import redis
-
-    prefix = f"{unique_name}:"
-    options = {"global_keyprefix": prefix}
-    client = redis.Redis.from_url(redis_url)
-    with KombuTransport(redis_url, prefetch=2, transport_options=options) as transport:
-        try:
-            transport.send(unique_name, [body(LOG, ident=f"r{i}") for i in range(4)])
-            first = receive_some(transport, unique_name, 2)
-            assert len(first) == 2
-            assert client.hlen(prefix + "unacked") == 2
-            assert transport.ack_many(first) == [None, None]
-            assert (
-                client.hlen(prefix + "unacked"),
-                client.zcard(prefix + "unacked_index"),
-            ) == (0, 0)
-            second = receive_some(transport, unique_name, 2)
-            assert [d.body.split(b'"id":"')[1][:2].decode() for d in second] == ["r2", "r3"]
-            transport.ack_many(second)
-        finally:
-            transport.delete(unique_name)
-            client.close()
+    with prefixed_redis(redis_url, unique_name, prefetch=2) as (transport, client, prefix):
+        transport.send(unique_name, [body(LOG, ident=f"r{i}") for i in range(4)])
+        first = receive_some(transport, unique_name, 2)
+        assert len(first) == 2
+        assert client.hlen(prefix + "unacked") == 2
+        assert transport.ack_many(first) == [None, None]
+        assert (
+            client.hlen(prefix + "unacked"),
+            client.zcard(prefix + "unacked_index"),
+        ) == (0, 0)
+        second = receive_some(transport, unique_name, 2)
+        assert [d.body.split(b'"id":"')[1][:2].decode() for d in second] == ["r2", "r3"]
+        transport.ack_many(second)
 
 
 def test_a_redis_lease_extended_after_it_ran_out_is_kept_and_reported(
@@ -177,32 +189,23 @@ def test_a_redis_lease_extended_after_it_ran_out_is_kept_and_reported(
     """On Redis, an extension that comes after the delivery's restore time (a keeper held up)
     moves it all the same and says it may be processed again (a restore sweep may already be
     putting it back); one in time says nothing; one whose entry is gone raises LeaseExpired."""
-    import redis
-
-    prefix = f"{unique_name}:"
-    options = {"global_keyprefix": prefix}
-    client = redis.Redis.from_url(redis_url)
-    with KombuTransport(redis_url, lease=30, transport_options=options) as transport:
-        try:
-            transport.send(unique_name, [body(LOG, ident=f"x{i}") for i in range(3)])
-            late, in_time, gone = receive_some(transport, unique_name, 3)
-            index = prefix + "unacked_index"
-            client.zadd(index, {late.handle.tag: time.time() - 31}, xx=True)
-            client.zrem(index, gone.handle.tag)
-            with caplog.at_level(logging.WARNING, logger="balog.transports.kombu"):
-                transport.extend_lease(late, 30)
-                transport.extend_lease(in_time, 30)
-            warned = [r.getMessage() for r in caplog.records if "run out" in r.getMessage()]
-            assert len(warned) == 1
-            assert late.message_id in warned[0]
-            assert "may be processed again" in warned[0]
-            assert client.zscore(index, late.handle.tag) > time.time() - 1  # moved all the same
-            with pytest.raises(LeaseExpired, match="was lost"):
-                transport.extend_lease(gone, 30)
-            assert transport.ack_many([late, in_time]) == [None, None]
-        finally:
-            transport.delete(unique_name)
-            client.close()
+    with prefixed_redis(redis_url, unique_name, lease=30) as (transport, client, prefix):
+        transport.send(unique_name, [body(LOG, ident=f"x{i}") for i in range(3)])
+        late, in_time, gone = receive_some(transport, unique_name, 3)
+        index = prefix + "unacked_index"
+        client.zadd(index, {late.handle.tag: time.time() - 31}, xx=True)
+        client.zrem(index, gone.handle.tag)
+        with caplog.at_level(logging.WARNING, logger="balog.transports.kombu"):
+            transport.extend_lease(late, 30)
+            transport.extend_lease(in_time, 30)
+        warned = [r.getMessage() for r in caplog.records if "run out" in r.getMessage()]
+        assert len(warned) == 1
+        assert late.message_id in warned[0]
+        assert "may be processed again" in warned[0]
+        assert client.zscore(index, late.handle.tag) > time.time() - 1  # moved all the same
+        with pytest.raises(LeaseExpired, match="was lost"):
+            transport.extend_lease(gone, 30)
+        assert transport.ack_many([late, in_time]) == [None, None]
 
 
 # -- nack and release where leases do not expire ---------------------------------------------
