@@ -1,4 +1,5 @@
-"""Bodies written by balog 1.x's producer, consumed today on the memory engine.
+"""Bodies written by balog 1.x's producer, consumed today on the memory engine, and on every
+backend in the last test.
 
 Each body is built by hand as balog 1.x's code built it (see ``balog1x``), put on a memory
 broker, and drained: consumers declared as balog 1.x code declared them get them, with metric
@@ -8,9 +9,11 @@ values as the numbers balog 1.x's schema gave, and none is dead-lettered.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from backends import Backend, make_backend, run_engine_until
 
 from balog.consumers import Consumer, ConsumerHub, consumer_config
 from balog.engines.memory import MemoryEngine
@@ -18,6 +21,7 @@ from balog.events import raw
 from balog.transports.memory import MemoryBroker, MemoryTransport
 
 from . import balog1x
+from .balog1x import MESSAGE_JSON
 
 TOPIC = "myproj-events-develop"
 
@@ -110,3 +114,37 @@ def test_log_events(severity: str, exc_text: str | None) -> None:
     broker = _consume([balog1x.body("root", payload)], Consumer(seen.append, TOPIC, cls_type="log"))
     assert broker.dead_letters(TOPIC) == []
     assert [e["payload"] for e in seen] == [payload]
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqs", "redis-native", "rabbitmq", "redis"])
+def backend(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Backend]:
+    yield from make_backend(request, request.param, unique_name)
+
+
+def test_balog_1x_bodies_are_consumed_on_every_backend(backend: Backend) -> None:
+    """The same balog 1.x bodies (metrics with values as strings, 'nan' among them, and a log
+    event) put on each backend reach today's consumers as balog 1.x's consumers saw them:
+    metric values as floats, the schema version as written, nothing dead-lettered."""
+    metrics: list[dict[str, Any]] = []
+    logs: list[dict[str, Any]] = []
+    hub = ConsumerHub(
+        [
+            Consumer(metrics.append, backend.topic, cls_type="metrics", version="<1.0"),
+            Consumer(logs.append, backend.topic, cls_type="log"),
+        ]
+    )
+    log_payload = {"cls_type": "log", "severity": "info", "message": "Hello world"}
+    backend.send(
+        _metrics(123, 0.5), _metrics(math.nan), balog1x.body("root", log_payload), MESSAGE_JSON
+    )
+    engine = backend.make_engine(hub, handle_signals=False)
+    run_engine_until(engine, lambda: len(metrics) == 3 and len(logs) == 1)
+    values = sorted(
+        (v["value"] for e in metrics for v in e["payload"]["values"]),
+        key=lambda v: (math.isnan(v), v),
+    )
+    assert values[:-1] == [0.5, 123.0, 1234.0, 5678.0]
+    assert math.isnan(values[-1])
+    assert {e["schema"] for e in metrics + logs} == {"0.0.1"}
+    assert [e["payload"] for e in logs] == [log_payload]
+    assert backend.dead_letters() == []
