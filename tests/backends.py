@@ -23,6 +23,19 @@ from balog.transports.base import DeadLetter, Transport
 EngineFactory = Callable[..., TransportEngine]
 
 
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` on the Redis server at ``url``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @dataclasses.dataclass
 class Backend:
     name: str
@@ -98,8 +111,6 @@ def _redis(request: pytest.FixtureRequest, topic: str) -> Backend:
 
 
 def _redis_native(request: pytest.FixtureRequest, topic: str) -> Backend:
-    import redis
-
     from balog.engines.redis import RedisEngine
     from balog.transports.redis import RedisTransport
 
@@ -110,17 +121,7 @@ def _redis_native(request: pytest.FixtureRequest, topic: str) -> Backend:
         return RedisEngine(hub, url=url, prefix=prefix, wait=0.2, **options)
 
     backend = Backend("redis-native", RedisTransport(url, prefix=prefix), make, topic)
-
-    def delete_keys() -> None:
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-    backend.cleanup.append(delete_keys)
+    backend.cleanup.append(lambda: delete_redis_prefix(url, prefix))
     return backend
 
 

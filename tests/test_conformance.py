@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from backends import delete_redis_prefix
 
 from balog.consumers import ConsumerHub
 from balog.engines.base import Backoff, Engine
@@ -176,18 +177,10 @@ class TestRedisNative(TransportConformance):
 
     @pytest.fixture(autouse=True)
     def _broker(self, redis_url: str) -> Iterator[None]:
-        import redis
-
         self.url = redis_url
         self.prefix = f"balog-conf-{uuid.uuid4().hex[:8]}:"
         yield
-        client = redis.Redis.from_url(redis_url)
-        try:
-            keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_redis_prefix(redis_url, self.prefix)
 
     def make_transport(self) -> Transport:
         from balog.transports.redis import RedisTransport

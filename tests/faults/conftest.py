@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import delete_redis_prefix
 
 from balog.transports.base import Transport
 
@@ -87,8 +88,6 @@ def _redis(request: pytest.FixtureRequest, topic: str, tmp_path: Path) -> FaultB
 
 
 def _redis_native(request: pytest.FixtureRequest, topic: str, tmp_path: Path) -> FaultBackend:
-    import redis
-
     from balog.transports.redis import RedisTransport
 
     url = request.getfixturevalue("redis_url")
@@ -96,17 +95,7 @@ def _redis_native(request: pytest.FixtureRequest, topic: str, tmp_path: Path) ->
     options = {"url": url, "prefix": prefix, "lease": str(LEASE), "wait": "0.5"}
     transport = RedisTransport(url, prefix=prefix, lease=LEASE)
     backend = FaultBackend("redis-native", "redis", options, transport, topic, False)
-
-    def delete_keys() -> None:
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-    backend.cleanup.append(delete_keys)
+    backend.cleanup.append(lambda: delete_redis_prefix(url, prefix))
     return backend
 
 

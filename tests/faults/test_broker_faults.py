@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from backends import delete_redis_prefix
 
 import balog
 from balog.consumers import Consumer, ConsumerHub
@@ -215,9 +216,7 @@ def test_native_redis_clients_killed_mid_run(redis_url: str, unique_name: str) -
         )
     finally:
         transport.close()
-        keys = list(admin.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            admin.delete(*keys)
+        delete_redis_prefix(redis_url, prefix)
         admin.close()
         gc.collect()
     assert killed[0] >= 2, "the engine's and the producer's connections were not found"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from backends import delete_redis_prefix
 
 import balog._secrets
 from balog.consumers import Consumer, ConsumerHub
@@ -41,13 +42,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other test uses; every key under it is deleted afterwards."""
     value = f"balog-test-{uuid.uuid4().hex[:10]}:"
     yield value
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=value + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_prefix(redis_url, value)
 
 
 @pytest.fixture
